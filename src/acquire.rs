@@ -1,0 +1,374 @@
+//! One acquisition from start to finish: `acquire_lock` and `release_lock`, the functions of the
+//! original design, built on the queue primitives in [`crate::lock`].
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::audit;
+use crate::etcd::Etcd;
+use crate::lock::{self, Contender, ReleaseOutcome, DEFAULT_PREFIX};
+use crate::session::{LeaseState, RevokeOutcome, Session, SessionOptions};
+use crate::{Error, FencingToken, LeaseId, Result};
+
+/// How to acquire a lock: key prefix, identity, lease TTL and renewal, timeout.
+#[derive(Clone, Debug)]
+pub struct LockOptions {
+    prefix: String,
+    identity: String,
+    session: SessionOptions,
+    timeout: Option<Duration>,
+    lease: Option<LeaseId>,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LockOptions {
+    /// Defaults: prefix `/locks/`, identity from `POD_NAME` or the hostname, TTL 10 s, renewed,
+    /// wait without timeout.
+    pub fn new() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            identity: default_identity(),
+            session: SessionOptions::default(),
+            timeout: None,
+            lease: None,
+        }
+    }
+
+    /// Key prefix (default `/locks/`); the contender key is `{prefix}{name}/{lease hex}`.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The value written under our key, shown to others as the holder.
+    pub fn with_identity(mut self, identity: impl Into<String>) -> Self {
+        self.identity = identity.into();
+        self
+    }
+
+    /// Session lease TTL (default 10 s).
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.session = SessionOptions::new(ttl).with_renewal(self.session.renews());
+        self
+    }
+
+    /// Full session settings (TTL, keepalive interval, safety margin, renewal).
+    pub fn with_session(mut self, session: SessionOptions) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// Keep the lease alive while holding (default true). Without it the lock ends one TTL
+    /// after the last keepalive sent while waiting.
+    pub fn with_auto_renew(mut self, renew: bool) -> Self {
+        self.session = self.session.with_renewal(renew);
+        self
+    }
+
+    /// Give up waiting after this long; nothing is left behind in etcd.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Attach the key to an existing lease instead of granting one. That lease is neither
+    /// renewed nor revoked by the lock.
+    pub fn with_lease(mut self, lease: LeaseId) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The identity written under our key.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The session settings.
+    pub fn session(&self) -> &SessionOptions {
+        &self.session
+    }
+
+    /// The acquire timeout, if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+}
+
+/// `POD_NAME` if set, else the hostname, else `"unknown"`.
+pub fn default_identity() -> String {
+    if let Ok(pod) = std::env::var("POD_NAME") {
+        if !pod.is_empty() {
+            return pod;
+        }
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Progress of one acquisition, for observers (the sidecar's `/status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Talking to etcd: granting the lease, enqueueing.
+    Enqueueing,
+    /// Queued behind `position` contenders; `holder` is the current holder's identity.
+    Queued {
+        /// Our key.
+        key: String,
+        /// Our lease.
+        lease: LeaseId,
+        /// Contenders ahead of us.
+        position: u64,
+        /// The holder's identity, when known.
+        holder: Option<String>,
+    },
+}
+
+/// A lock held by [`acquire_lock`]: the key, lease and fencing token, and the session if this
+/// acquisition granted the lease.
+#[derive(Debug)]
+pub struct LockHandle {
+    contender: Contender,
+    session: Option<Session>,
+    acquired_at: Instant,
+    waited: Duration,
+}
+
+impl LockHandle {
+    /// The fencing token: our key's create_revision. Strictly increases from holder to holder.
+    pub fn token(&self) -> FencingToken {
+        self.contender.token()
+    }
+
+    /// Our key in etcd.
+    pub fn key(&self) -> &str {
+        &self.contender.key
+    }
+
+    /// The lease our key is attached to.
+    pub fn lease(&self) -> LeaseId {
+        self.contender.lease
+    }
+
+    /// The queue record (name, key, lease, revision, identity).
+    pub fn contender(&self) -> &Contender {
+        &self.contender
+    }
+
+    /// The session this acquisition granted (None with [`LockOptions::with_lease`]).
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// When the lock was acquired (monotonic).
+    pub fn acquired_at(&self) -> Instant {
+        self.acquired_at
+    }
+
+    /// How long the acquisition waited in the queue.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// The local deadline of the safety rule; None with an external lease (unknown).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.session.as_ref().and_then(|s| s.state().deadline())
+    }
+
+    /// True while our lease is trusted locally (no network call). Use
+    /// [`crate::DistributedLock::is_locked`] to confirm with etcd.
+    pub fn is_trusted(&self) -> bool {
+        self.session.as_ref().is_none_or(|s| s.is_trusted())
+    }
+
+    pub(crate) fn into_parts(self) -> (Contender, Option<Session>) {
+        (self.contender, self.session)
+    }
+}
+
+/// Acquires `name`: grants (or reuses) a lease, enqueues, waits in FIFO order watching only the
+/// predecessor. On timeout or error nothing is left behind: our key is deleted and a lease we
+/// granted is revoked.
+pub async fn acquire_lock(etcd: &Etcd, name: &str, opts: &LockOptions) -> Result<LockHandle> {
+    acquire_observed(etcd, name, opts, None).await
+}
+
+pub(crate) async fn acquire_observed(
+    etcd: &Etcd,
+    name: &str,
+    opts: &LockOptions,
+    progress: Option<&watch::Sender<Progress>>,
+) -> Result<LockHandle> {
+    lock::lock_prefix(&opts.prefix, name)?;
+    let started = Instant::now();
+    let deadline = opts.timeout.map(|t| started + t);
+    if let Some(p) = progress {
+        p.send_replace(Progress::Enqueueing);
+    }
+    let session = match opts.lease {
+        Some(_) => None,
+        None => {
+            // Keep the lease alive while we wait; whether to keep renewing once held is
+            // decided below.
+            let waiting = opts.session.clone().with_renewal(true);
+            Some(bounded(deadline, name, started, Session::grant(etcd, &waiting)).await?)
+        }
+    };
+    let lease = opts
+        .lease
+        .or_else(|| session.as_ref().map(Session::lease))
+        .expect("a lease either given or granted");
+    audit::attempt(name, &opts.identity, lease, opts.timeout);
+
+    let queued = bounded(deadline, name, started, async {
+        let (me, owner) = lock::enqueue(etcd, &opts.prefix, name, lease, &opts.identity).await?;
+        if owner.as_ref().map(|o| o.revision) != Some(me.revision) {
+            if let Some(p) = progress {
+                if let Ok((position, owner)) = lock::queue_position(etcd, &me).await {
+                    p.send_replace(Progress::Queued {
+                        key: me.key.clone(),
+                        lease,
+                        position,
+                        holder: owner.map(|o| o.identity),
+                    });
+                }
+            }
+            wait_while_trusted(etcd, &me, session.as_ref(), deadline).await?;
+        }
+        Ok(me)
+    })
+    .await;
+
+    match queued {
+        Ok(me) => {
+            let waited = started.elapsed();
+            if let Some(s) = &session {
+                if !s.is_trusted() {
+                    cleanup(etcd, None, session).await;
+                    return Err(Error::LeaseExpired { lease: lease.0 });
+                }
+                if !opts.session.renews() {
+                    s.stop_renewing();
+                }
+            }
+            audit::acquired(&me, waited);
+            Ok(LockHandle {
+                contender: me,
+                session,
+                acquired_at: Instant::now(),
+                waited,
+            })
+        }
+        Err(e) => {
+            if matches!(e, Error::Timeout(..)) {
+                audit::timed_out(name, &opts.identity, started.elapsed());
+            }
+            let key = lock::lock_prefix(&opts.prefix, name).map(|p| format!("{p}{lease}"));
+            cleanup(etcd, key.ok(), session).await;
+            Err(e)
+        }
+    }
+}
+
+/// Waits for our turn, but gives up as soon as our own lease can no longer be trusted.
+async fn wait_while_trusted(
+    etcd: &Etcd,
+    me: &Contender,
+    session: Option<&Session>,
+    deadline: Option<Instant>,
+) -> Result<()> {
+    let Some(session) = session else {
+        return lock::wait_turn(etcd, me, deadline).await;
+    };
+    let mut lease = session.subscribe();
+    tokio::select! {
+        r = lock::wait_turn(etcd, me, deadline) => r,
+        _ = lease.wait_for(|s| matches!(s, LeaseState::Lost(_))) => {
+            Err(Error::LeaseExpired { lease: me.lease.0 })
+        }
+    }
+}
+
+async fn bounded<T>(
+    deadline: Option<Instant>,
+    name: &str,
+    started: Instant,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match deadline {
+        None => fut.await,
+        Some(d) => match tokio::time::timeout_at(d, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout(started.elapsed(), name.to_owned())),
+        },
+    }
+}
+
+/// Best effort: delete our key if it exists, revoke the lease we granted.
+async fn cleanup(etcd: &Etcd, key: Option<String>, session: Option<Session>) {
+    if let Some(key) = key {
+        let k = key.clone();
+        // Revoking the lease deletes the key too; deleting it explicitly also covers an external
+        // lease. Only a key attached to our lease is ours, so compare the lease.
+        let lease = session.as_ref().map(|s| s.lease().0);
+        let txn = match lease {
+            Some(l) => etcd_client::Txn::new()
+                .when([etcd_client::Compare::lease(
+                    k.clone(),
+                    etcd_client::CompareOp::Equal,
+                    l,
+                )])
+                .and_then([etcd_client::TxnOp::delete(k, None)]),
+            None => etcd_client::Txn::new().and_then([etcd_client::TxnOp::delete(k, None)]),
+        };
+        if let Err(e) = etcd
+            .call("cleanup", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await
+        {
+            tracing::warn!(key, error = %e, "could not delete our key after a failed acquire");
+        }
+    }
+    if let Some(s) = session {
+        if let Err(e) = s.revoke().await {
+            tracing::warn!(error = %e, "could not revoke our lease after a failed acquire; it expires with its TTL");
+        }
+    }
+}
+
+/// Releases a lock from [`acquire_lock`]: deletes our key only if it is still ours, then
+/// revokes the lease if this acquisition granted it. Releasing a lock we no longer own returns
+/// [`ReleaseOutcome::NotOwner`] and deletes nothing.
+pub async fn release_lock(etcd: &Etcd, handle: LockHandle) -> Result<ReleaseOutcome> {
+    let (me, session) = handle.into_parts();
+    if let Some(s) = &session {
+        s.mark_lost(crate::session::LeaseLoss::Revoked);
+    }
+    let outcome = lock::release(etcd, &me).await;
+    if let Some(s) = session {
+        match s.revoke().await {
+            Ok(RevokeOutcome::Revoked | RevokeOutcome::AlreadyGone) => {}
+            Err(e) => {
+                tracing::warn!(lease = %me.lease, error = %e, "lease revoke failed; it expires with its TTL")
+            }
+        }
+    }
+    outcome
+}
