@@ -123,7 +123,15 @@ impl Etcd {
 /// reset, or a member that has no leader.
 pub(crate) fn is_unavailable(e: &etcd_client::Error) -> bool {
     match e {
-        etcd_client::Error::GRpcStatus(s) => s.code() == tonic::Code::Unavailable,
+        etcd_client::Error::GRpcStatus(s) => match s.code() {
+            tonic::Code::Unavailable => true,
+            // A connection torn down under an in-flight request surfaces as Unknown.
+            tonic::Code::Unknown => {
+                let m = s.message();
+                m.contains("transport") || m.contains("connection") || m.contains("broken pipe")
+            }
+            _ => false,
+        },
         etcd_client::Error::TransportError(_) => true,
         _ => false,
     }

@@ -196,46 +196,33 @@ pub async fn predecessor(etcd: &Etcd, me: &Contender) -> Result<Option<Predecess
 }
 
 /// How many contenders are ahead of us (0 = we hold the lock) and who holds it.
+/// (etcd's count-only reads ignore create-revision filters, so the keys are counted here.)
 pub async fn queue_position(etcd: &Etcd, me: &Contender) -> Result<(u64, Option<Owner>)> {
-    let count = TxnOp::get(
+    let txn = Txn::new().and_then([TxnOp::get(
         me.lock_prefix.clone(),
         Some(
             GetOptions::new()
                 .with_prefix()
-                .with_count_only()
-                .with_max_create_revision(me.revision - 1),
+                .with_max_create_revision(me.revision - 1)
+                .with_sort(SortTarget::Create, SortOrder::Ascend),
         ),
-    );
-    let owner = TxnOp::get(
-        me.lock_prefix.clone(),
-        Some(
-            GetOptions::new()
-                .with_prefix()
-                .with_sort(SortTarget::Create, SortOrder::Ascend)
-                .with_limit(1),
-        ),
-    );
-    let txn = Txn::new().and_then([count, owner]);
+    )]);
     let resp = etcd
         .call("queue_position", |mut c| {
             let txn = txn.clone();
             async move { c.txn(txn).await }
         })
         .await?;
-    let ops = resp.op_responses();
-    let position = match ops.first() {
-        Some(TxnOpResponse::Get(g)) => g.count().max(0) as u64,
-        _ => 0,
+    let ahead = match resp.op_responses().into_iter().next() {
+        Some(TxnOpResponse::Get(mut g)) => g.take_kvs(),
+        _ => Vec::new(),
     };
-    let owner = match ops.get(1) {
-        Some(TxnOpResponse::Get(g)) => g.kvs().first().map(|kv| Owner {
-            key: String::from_utf8_lossy(kv.key()).into_owned(),
-            revision: kv.create_revision(),
-            identity: String::from_utf8_lossy(kv.value()).into_owned(),
-        }),
-        _ => None,
-    };
-    Ok((position, owner))
+    let owner = ahead.first().map(|kv| Owner {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        revision: kv.create_revision(),
+        identity: String::from_utf8_lossy(kv.value()).into_owned(),
+    });
+    Ok((ahead.len() as u64, owner))
 }
 
 /// Waits until `key` is deleted, watching from `from_revision` so that a deletion at or after
@@ -385,4 +372,33 @@ pub async fn release(etcd: &Etcd, me: &Contender) -> Result<ReleaseOutcome> {
     };
     audit::released(me, outcome);
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_etcds_own_lock_layout() {
+        assert_eq!(lock_prefix("/locks/", "db").unwrap(), "/locks/db/");
+        // etcdctl lock /locks/db writes /locks/db/<lease hex>.
+        assert_eq!(
+            format!(
+                "{}{}",
+                lock_prefix("/locks/", "db").unwrap(),
+                LeaseId(0x694d_7a3b_1c2e_0f10)
+            ),
+            "/locks/db/694d7a3b1c2e0f10"
+        );
+    }
+
+    #[test]
+    fn bad_lock_names_are_rejected() {
+        for bad in ["", "db/", "a\nb"] {
+            assert!(
+                matches!(lock_prefix("/locks/", bad), Err(Error::InvalidArgument(_))),
+                "{bad:?}"
+            );
+        }
+    }
 }

@@ -215,6 +215,11 @@ impl Session {
         self.lease
     }
 
+    /// The etcd handle this session talks through.
+    pub fn etcd(&self) -> &Etcd {
+        &self.etcd
+    }
+
     /// The TTL etcd granted.
     pub fn granted_ttl(&self) -> Duration {
         self.granted_ttl
@@ -445,5 +450,51 @@ impl Keeper {
         if changed {
             tracing::info!(lease = %self.lease, reason = why.as_str(), "lease no longer trusted");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_rounds_up_to_whole_seconds() {
+        assert_eq!(
+            SessionOptions::new(Duration::from_millis(1500)).ttl_secs(),
+            2
+        );
+        assert_eq!(SessionOptions::new(Duration::from_secs(10)).ttl_secs(), 10);
+        assert_eq!(SessionOptions::new(Duration::ZERO).ttl_secs(), 1);
+    }
+
+    #[test]
+    fn defaults_follow_the_safety_rule() {
+        let o = SessionOptions::default();
+        let ttl = Duration::from_secs(10);
+        assert_eq!(
+            o.keepalive_interval_for(ttl),
+            Duration::from_millis(3333) + Duration::from_nanos(333_333)
+        );
+        assert_eq!(o.safety_margin_for(ttl), Duration::from_secs(2));
+        // One lost keepalive does not drop the deadline (TTL − margin > 2 intervals)...
+        assert!(ttl - o.safety_margin_for(ttl) > o.keepalive_interval_for(ttl) * 2);
+        // ...two do (TTL − margin < 3 intervals).
+        assert!(ttl - o.safety_margin_for(ttl) < o.keepalive_interval_for(ttl) * 3);
+    }
+
+    #[test]
+    fn lost_is_never_trusted_and_alive_only_before_its_deadline() {
+        let now = Instant::now();
+        let past = LeaseState::Alive {
+            deadline: now - Duration::from_millis(1),
+            ttl: Duration::from_secs(10),
+        };
+        let future = LeaseState::Alive {
+            deadline: now + Duration::from_secs(5),
+            ttl: Duration::from_secs(10),
+        };
+        assert!(!past.is_trusted());
+        assert!(future.is_trusted());
+        assert!(!LeaseState::Lost(LeaseLoss::Expired).is_trusted());
     }
 }

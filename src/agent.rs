@@ -1,0 +1,450 @@
+//! The sidecar's agent: hold one lock, keep it renewed, publish the truth about it.
+//!
+//! `Connecting → Waiting → Held → Lost → Waiting …`, and `Stopping` on shutdown. Readiness is
+//! `Status::is_ready()`: Held *and* before the local deadline of the safety rule, evaluated at
+//! read time, so the local answer flips before any network call is made about it.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::time::{sleep, sleep_until, timeout, Instant};
+
+use crate::lock::{self, Contender, Owner};
+use crate::metrics::Metrics;
+use crate::session::{LeaseLoss, LeaseState, Session, SessionOptions};
+use crate::status::{AgentState, Status};
+use crate::{audit, Error, Etcd, EtcdOptions, LockOptions};
+
+/// Everything the agent needs to run.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Lock name.
+    pub lock: String,
+    /// Prefix, identity and session settings.
+    pub lock_options: LockOptions,
+    /// How to reach etcd.
+    pub etcd: EtcdOptions,
+    /// Bound on each etcd request.
+    pub request_timeout: Duration,
+    /// Time between readiness off and releasing the key on shutdown.
+    pub drain_delay: Duration,
+    /// Bound on the whole shutdown (drain + release + revoke).
+    pub shutdown_timeout: Duration,
+    /// Longest pause between retries after an error or a loss.
+    pub max_backoff: Duration,
+}
+
+/// Why holding ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// etcd answered a keepalive with TTL ≤ 0.
+    LeaseExpired,
+    /// No keepalive acknowledged before the local deadline.
+    DeadlineMissed,
+    /// A watch saw our key deleted.
+    KeyDeleted,
+    /// A linearizable read found our key gone or recreated.
+    KeyChanged,
+}
+
+impl Loss {
+    /// Stable label (metrics `reason`, `/status` `last_loss`, audit log).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Loss::LeaseExpired => "lease_expired",
+            Loss::DeadlineMissed => "deadline_missed",
+            Loss::KeyDeleted => "key_deleted",
+            Loss::KeyChanged => "key_changed",
+        }
+    }
+}
+
+/// The agent. Create with [`Agent::new`], subscribe to its status, then [`Agent::run`].
+pub struct Agent {
+    cfg: AgentConfig,
+    metrics: Arc<Metrics>,
+    status: watch::Sender<Status>,
+    backoff: Backoff,
+}
+
+enum Waited {
+    Held,
+    Retry,
+}
+
+impl Agent {
+    /// A new agent in `Connecting`.
+    pub fn new(cfg: AgentConfig, metrics: Arc<Metrics>) -> Self {
+        let endpoints = cfg.etcd.endpoints().join(",");
+        let (status, _) = watch::channel(Status::new(
+            &cfg.lock,
+            cfg.lock_options.identity(),
+            &endpoints,
+        ));
+        let backoff = Backoff::new(Duration::from_millis(200), cfg.max_backoff);
+        Self {
+            cfg,
+            metrics,
+            status,
+            backoff,
+        }
+    }
+
+    /// Subscribe to status changes (state transitions notify; deadline renewals update the
+    /// value silently).
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// Runs until `shutdown` resolves, then steps down and releases: readiness off → drain
+    /// delay → delete our key (ownership-checked) → revoke the lease, all within the shutdown
+    /// timeout. etcd being unreachable is retried forever, never an error.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = pin!(shutdown);
+        let etcd = tokio::select! {
+            _ = &mut shutdown => return self.stop(None, None).await,
+            etcd = self.connect() => etcd,
+        };
+        let mut session: Option<Session> = None;
+        loop {
+            // A lease is reused across acquisitions while it is alive.
+            if session.as_ref().is_none_or(|s| !s.is_trusted()) {
+                if let Some(old) = session.take() {
+                    tokio::spawn(revoke_quietly(old));
+                }
+                self.transition(AgentState::Connecting, |_| {});
+                let grant = self.grant(&etcd);
+                session = tokio::select! {
+                    _ = &mut shutdown => return self.stop(None, None).await,
+                    s = grant => Some(s),
+                };
+            }
+            let s = session.as_ref().expect("granted above");
+            let wait_started = Instant::now();
+            let queued = tokio::select! {
+                _ = &mut shutdown => return self.stop(None, session).await,
+                r = self.queue(&etcd, s) => r,
+            };
+            let me = match queued {
+                Ok(me) => me,
+                Err(_) => {
+                    if self.pause(&mut shutdown).await.is_break() {
+                        return self.stop(None, session).await;
+                    }
+                    continue;
+                }
+            };
+            let waited = tokio::select! {
+                _ = &mut shutdown => return self.stop(None, session).await,
+                w = self.wait_turn(&etcd, &me, s) => w,
+            };
+            if let Waited::Retry = waited {
+                if self.pause(&mut shutdown).await.is_break() {
+                    return self.stop(None, session).await;
+                }
+                continue;
+            }
+            self.held(&me, s, wait_started.elapsed());
+            let loss = tokio::select! {
+                _ = &mut shutdown => return self.stop(Some(&me), session).await,
+                loss = self.hold(&etcd, &me, s) => loss,
+            };
+            self.lost(&me, loss);
+            // Stepped down already; tidy up so the next contender need not wait for expiry.
+            if let Err(e) = lock::release(&etcd, &me).await {
+                tracing::warn!(key = %me.key, error = %e, "could not delete our key after losing the lock");
+            }
+            if loss != Loss::KeyDeleted && loss != Loss::KeyChanged {
+                if let Some(old) = session.take() {
+                    tokio::spawn(revoke_quietly(old));
+                }
+            }
+            if self.pause(&mut shutdown).await.is_break() {
+                return self.stop(None, session).await;
+            }
+        }
+    }
+
+    async fn connect(&mut self) -> Etcd {
+        loop {
+            match self.cfg.etcd.connect().await {
+                Ok(client) => {
+                    return Etcd::new(client)
+                        .with_request_timeout(self.cfg.request_timeout)
+                        .with_observer(self.metrics.clone())
+                }
+                Err(e) => {
+                    let wait = self.backoff.next();
+                    tracing::warn!(endpoints = ?self.cfg.etcd.endpoints(), error = %e, retry_in_ms = wait.as_millis() as u64, "cannot connect to etcd");
+                    sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn grant(&mut self, etcd: &Etcd) -> Session {
+        let opts: &SessionOptions = self.cfg.lock_options.session();
+        loop {
+            match Session::grant(etcd, opts).await {
+                Ok(s) => {
+                    self.backoff.reset();
+                    return s;
+                }
+                Err(e) => {
+                    let wait = self.backoff.next();
+                    tracing::warn!(op = "lease_grant", error = %e, retry_in_ms = wait.as_millis() as u64, "cannot grant a lease; retrying");
+                    sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn queue(&mut self, etcd: &Etcd, s: &Session) -> Result<Contender, Error> {
+        let o = &self.cfg.lock_options;
+        audit::attempt(&self.cfg.lock, o.identity(), s.lease(), None);
+        let (me, owner) =
+            match lock::enqueue(etcd, o.prefix(), &self.cfg.lock, s.lease(), o.identity()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(op = "enqueue", error = %e, "cannot enqueue; retrying");
+                    return Err(e);
+                }
+            };
+        let position = if owner.as_ref().map(|o| o.revision) == Some(me.revision) {
+            Some(0)
+        } else {
+            None
+        };
+        self.waiting(&me, position, owner);
+        Ok(me)
+    }
+
+    /// Waits for our turn, watching only the predecessor; refreshes the queue position after
+    /// each hop. Gives up (to re-queue) when our lease is no longer trusted or etcd fails.
+    async fn wait_turn(&mut self, etcd: &Etcd, me: &Contender, s: &Session) -> Waited {
+        let mut lease = s.subscribe();
+        loop {
+            let pred = tokio::select! {
+                p = lock::predecessor(etcd, me) => p,
+                _ = lease.wait_for(|l| matches!(l, LeaseState::Lost(_))) => return Waited::Retry,
+            };
+            let pred = match pred {
+                Ok(None) => return Waited::Held,
+                Ok(Some(p)) => p,
+                Err(e) => {
+                    tracing::warn!(key = %me.key, error = %e, "cannot read the queue; retrying");
+                    return Waited::Retry;
+                }
+            };
+            if let Ok((position, owner)) = lock::queue_position(etcd, me).await {
+                self.waiting(me, Some(position), owner);
+            }
+            let gone = lock::wait_for_deletion(etcd, &pred.key, pred.read_at + 1, None);
+            tokio::select! {
+                r = gone => if let Err(e) = r {
+                    tracing::warn!(key = %pred.key, error = %e, "watch on predecessor failed; retrying");
+                },
+                _ = lease.wait_for(|l| matches!(l, LeaseState::Lost(_))) => return Waited::Retry,
+            }
+        }
+    }
+
+    /// Holds until the lock is lost; returns why. The local deadline is enforced here as well
+    /// as in the session, and in `Status::is_ready` at read time.
+    async fn hold(&mut self, etcd: &Etcd, me: &Contender, s: &Session) -> Loss {
+        let mut lease = s.subscribe();
+        let mut key_gone = pin!(lock::wait_for_deletion(
+            etcd,
+            &me.key,
+            me.revision + 1,
+            None
+        ));
+        let check_every = self
+            .cfg
+            .lock_options
+            .session()
+            .keepalive_interval_for(s.granted_ttl());
+        let mut check = tokio::time::interval_at(Instant::now() + check_every, check_every);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let Some(deadline) = lease.borrow().deadline() else {
+                return match *lease.borrow() {
+                    LeaseState::Lost(LeaseLoss::Expired) => Loss::LeaseExpired,
+                    _ => Loss::DeadlineMissed,
+                };
+            };
+            self.status.send_if_modified(|st| {
+                st.deadline = Some(deadline);
+                false // a renewal is not a transition
+            });
+            tokio::select! {
+                biased;
+                _ = sleep_until(deadline) => return Loss::DeadlineMissed,
+                changed = lease.changed() => if changed.is_err() { return Loss::DeadlineMissed },
+                gone = &mut key_gone => if gone.is_ok() { return Loss::KeyDeleted },
+                _ = check.tick() => match lock::read_key(etcd, &me.key).await {
+                    Ok((Some(rev), _)) if rev == me.revision => {}
+                    Ok(_) => return Loss::KeyChanged,
+                    Err(e) => tracing::warn!(key = %me.key, error = %e, "periodic ownership check failed"),
+                },
+            }
+        }
+    }
+
+    async fn pause(
+        &mut self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> std::ops::ControlFlow<()> {
+        let wait = self.backoff.next();
+        tokio::select! {
+            _ = shutdown.as_mut() => std::ops::ControlFlow::Break(()),
+            _ = sleep(wait) => std::ops::ControlFlow::Continue(()),
+        }
+    }
+
+    /// Readiness off first, then drain, then release and revoke, bounded by the shutdown timeout.
+    async fn stop(self, held: Option<&Contender>, session: Option<Session>) {
+        let started = Instant::now();
+        self.transition(AgentState::Stopping, |_| {});
+        let cleanup = async {
+            if held.is_some() && !self.cfg.drain_delay.is_zero() {
+                sleep(self.cfg.drain_delay).await;
+            }
+            let Some(session) = session else { return };
+            if let Some(me) = held {
+                if let Err(e) = lock::release(session.etcd(), me).await {
+                    tracing::warn!(key = %me.key, error = %e, "release on shutdown failed");
+                }
+            }
+            match session.revoke().await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease revoke on shutdown failed; it expires with its TTL")
+                }
+            }
+        };
+        if timeout(self.cfg.shutdown_timeout, cleanup).await.is_err() {
+            tracing::warn!(
+                after_ms = started.elapsed().as_millis() as u64,
+                "shutdown timeout reached before the release finished"
+            );
+        }
+        tracing::info!(lock = %self.cfg.lock, "stopped");
+    }
+
+    // === status transitions ===
+
+    fn transition(&self, state: AgentState, f: impl FnOnce(&mut Status)) {
+        self.status.send_modify(|st| {
+            if st.state != state {
+                st.since = SystemTime::now();
+            }
+            st.state = state;
+            if state != AgentState::Held {
+                st.deadline = None;
+                st.fencing_token = None;
+            }
+            f(st);
+        });
+        tracing::debug!(state = state.as_str(), "agent state");
+    }
+
+    fn waiting(&self, me: &Contender, position: Option<u64>, owner: Option<Owner>) {
+        self.transition(AgentState::Waiting, |st| {
+            st.key = Some(me.key.clone());
+            st.lease_id = Some(me.lease.to_string());
+            if position.is_some() {
+                st.queue_position = position;
+            }
+            if let Some(o) = owner {
+                st.holder = Some(o.identity);
+            }
+        });
+    }
+
+    fn held(&mut self, me: &Contender, s: &Session, waited: Duration) {
+        let deadline = s.state().deadline();
+        self.backoff.reset();
+        // Set the deadline together with the state: readiness is never true without one.
+        self.transition(AgentState::Held, |st| {
+            st.deadline = deadline;
+            st.fencing_token = Some(me.revision);
+            st.key = Some(me.key.clone());
+            st.lease_id = Some(me.lease.to_string());
+            st.holder = Some(me.identity.clone());
+            st.queue_position = Some(0);
+        });
+        self.metrics.acquired(waited);
+        audit::acquired(me, waited);
+    }
+
+    fn lost(&self, me: &Contender, loss: Loss) {
+        // Local first: readiness is off the moment this returns.
+        self.transition(AgentState::Lost, |st| {
+            st.last_loss = Some(loss.as_str().to_owned());
+            st.holder = None;
+        });
+        self.metrics.lost(loss.as_str());
+        audit::lost(me, loss.as_str());
+    }
+}
+
+async fn revoke_quietly(s: Session) {
+    if let Err(e) = s.revoke().await {
+        tracing::debug!(error = %e, "revoking an old lease failed; it expires with its TTL");
+    }
+}
+
+// === Backoff ===
+
+/// Exponential backoff with full jitter.
+#[derive(Debug)]
+struct Backoff {
+    base: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            base,
+            max: max.max(base),
+            current: base,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let ceiling = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let ms = ceiling.as_millis().max(1) as u64;
+        Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+    }
+
+    fn reset(&mut self) {
+        self.current = self.base;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let first = b.next();
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        for _ in 0..10 {
+            b.next();
+        }
+        let capped = b.next();
+        assert!(capped >= Duration::from_millis(500) && capped <= Duration::from_secs(1));
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(100));
+    }
+}
