@@ -8,7 +8,8 @@ use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use crate::{Error, Result};
 
 /// Connection settings for an etcd cluster. Several endpoints give failover between members.
-#[derive(Clone, Debug)]
+/// Its `Debug` output never shows the password.
+#[derive(Clone)]
 pub struct EtcdOptions {
     endpoints: Vec<String>,
     user: Option<(String, String)>,
@@ -17,6 +18,19 @@ pub struct EtcdOptions {
     key_file: Option<PathBuf>,
     connect_timeout: Duration,
     keepalive_interval: Duration,
+}
+
+impl std::fmt::Debug for EtcdOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdOptions")
+            .field("endpoints", &self.endpoints)
+            .field("user", &self.user.as_ref().map(|(u, _)| (u, "<redacted>")))
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
 }
 
 impl EtcdOptions {

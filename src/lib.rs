@@ -35,6 +35,19 @@ pub mod lock;
 pub mod mutex;
 pub mod session;
 
+// The sidecar: it uses the lock core like any other caller.
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod exec;
+pub mod http;
+pub mod kubernetes;
+pub mod metrics;
+pub mod sidecar;
+pub mod status;
+pub mod telemetry;
+pub mod wait;
+
 pub use acquire::{
     acquire_lock, default_identity, release_lock, LockHandle, LockOptions, Progress,
 };

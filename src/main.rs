@@ -9,13 +9,12 @@ use lockkeeper::{exec, sidecar, telemetry, wait};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let env = |name: &str| std::env::var(name).ok();
     let code = match cli.command {
-        Command::Run(args) => match config::load(&args, &env) {
+        Command::Run(args) => match config::load(&args, &config::system_env) {
             Ok(cfg) => with_runtime(&cfg, sidecar::run(cfg.clone())),
             Err(e) => config_error(e),
         },
-        Command::Exec(args) => match config::load_exec(&args, &env) {
+        Command::Exec(args) => match config::load_exec(&args, &config::system_env) {
             Ok(cfg) => with_runtime(&cfg, exec::run(cfg.clone(), args.command.clone())),
             Err(e) => config_error(e),
         },

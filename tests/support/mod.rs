@@ -6,15 +6,24 @@
 
 mod etcd;
 mod http;
+mod proxy;
+mod sidecar;
+mod tls;
 
 use std::process;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 // Re-exports are the support API; a test binary that ignores some would otherwise warn.
 #[allow(unused_imports)]
-pub use etcd::{etcd_bin, etcdctl_bin, EtcdCluster};
+pub use etcd::{etcd_bin, etcdctl_bin, EtcdCluster, EtcdSetup, EtcdTls};
 #[allow(unused_imports)]
 pub use http::{http_get, http_request, HttpResponse};
+#[allow(unused_imports)]
+pub use proxy::Proxy;
+#[allow(unused_imports)]
+pub use sidecar::{free_port, lockkeeper_bin, Sidecar};
+#[allow(unused_imports)]
+pub use tls::{CertFiles, TestPki};
 
 /// A lock name no other test in this run uses: `{prefix}-{pid}-{counter}`.
 pub fn unique_name(prefix: &str) -> String {
