@@ -123,6 +123,7 @@ impl Etcd {
 /// reset, or a member that has no leader.
 pub(crate) fn is_unavailable(e: &etcd_client::Error) -> bool {
     match e {
+        etcd_client::Error::GRpcStatus(s) if is_tls_rejection(s) => false,
         etcd_client::Error::GRpcStatus(s) => match s.code() {
             tonic::Code::Unavailable => true,
             // A connection torn down under an in-flight request surfaces as Unknown.
@@ -135,4 +136,18 @@ pub(crate) fn is_unavailable(e: &etcd_client::Error) -> bool {
         etcd_client::Error::TransportError(_) => true,
         _ => false,
     }
+}
+
+/// A TLS handshake that failed on a certificate (server not signed by our CA, our client
+/// certificate refused) fails the same way on every retry: report it at once, with its cause.
+fn is_tls_rejection(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string().to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("fatal alert") {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }

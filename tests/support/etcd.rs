@@ -3,12 +3,16 @@
 //!
 //! Everything here is blocking (std::process, std::net) and short, so it is fine to call from
 //! `#[tokio::test]` functions.
+//!
+//! Clusters start plain (`http://`) by default; `EtcdCluster::start_with` with an [`EtcdTls`]
+//! serves clients over `https://` only (optionally requiring client certificates), and the
+//! harness then checks health and leadership through `etcdctl` with its own client identity.
 
 use std::collections::BTreeSet;
 use std::env;
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -40,7 +44,32 @@ const LOG_TAIL_LINES: usize = 40;
 pub struct EtcdCluster {
     bin: PathBuf,
     token: String,
+    setup: EtcdSetup,
     members: Vec<Member>,
+}
+
+/// How to start a cluster; `EtcdSetup::default()` is what `start` uses (plain HTTP).
+#[derive(Clone, Debug, Default)]
+pub struct EtcdSetup {
+    /// Serve clients over TLS (peers stay on plain HTTP).
+    pub tls: Option<EtcdTls>,
+}
+
+/// Server-side TLS files of every member, plus the client identity the harness itself uses
+/// (health waits, leader lookups, `etcdctl()`). The files are read again when a member
+/// restarts, so they must outlive the cluster (e.g. keep the `TestPki` alive).
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    /// CA bundle: etcd's `--trusted-ca-file` for client certs, and what the harness trusts.
+    pub ca_file: PathBuf,
+    /// Server certificate (SAN IP 127.0.0.1) and key: `--cert-file`, `--key-file`.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// `--client-cert-auth`: refuse clients without a certificate signed by `ca_file`.
+    pub client_cert_auth: bool,
+    /// Client certificate and key the harness presents (signed by `ca_file`).
+    pub client_cert_file: PathBuf,
+    pub client_key_file: PathBuf,
 }
 
 struct Member {
@@ -75,10 +104,37 @@ impl EtcdCluster {
     /// An `n`-member cluster, every member healthy on return. Retries with fresh ports when a
     /// port was taken between picking and binding; any other failure panics with the log tails.
     pub fn start(n: usize) -> EtcdCluster {
+        Self::start_with(n, EtcdSetup::default())
+    }
+
+    /// A one-member cluster serving clients over TLS, healthy on return; endpoints are
+    /// `https://127.0.0.1:PORT`.
+    pub fn single_tls(tls: &EtcdTls) -> EtcdCluster {
+        Self::start_with(
+            1,
+            EtcdSetup {
+                tls: Some(tls.clone()),
+            },
+        )
+    }
+
+    /// Like `start`, with the given setup (e.g. TLS).
+    pub fn start_with(n: usize, setup: EtcdSetup) -> EtcdCluster {
         assert!(n >= 1, "an etcd cluster needs at least one member");
+        if let Some(tls) = &setup.tls {
+            for file in [
+                &tls.ca_file,
+                &tls.cert_file,
+                &tls.key_file,
+                &tls.client_cert_file,
+                &tls.client_key_file,
+            ] {
+                assert!(file.is_file(), "TLS file {} is missing", file.display());
+            }
+        }
         let bin = etcd_bin();
         for attempt in 1..=START_ATTEMPTS {
-            let cluster = Self::launch(bin.clone(), n);
+            let cluster = Self::launch(bin.clone(), n, setup.clone());
             let all: Vec<usize> = (0..n).collect();
             match cluster.wait_members(&all, STARTUP_TIMEOUT) {
                 Ok(()) => return cluster,
@@ -93,14 +149,20 @@ impl EtcdCluster {
         unreachable!("the last attempt either returns or panics")
     }
 
-    /// Client URLs (`http://127.0.0.1:PORT`) of all members, in member order.
+    /// Client URLs (`http://127.0.0.1:PORT`, or `https://` with TLS) of all members, in
+    /// member order.
     pub fn endpoints(&self) -> Vec<String> {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
 
     /// Client URL of member `i`.
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client_port)
+        self.members[i].client_url(self.setup.tls.is_some())
+    }
+
+    /// The TLS settings the cluster was started with, if any.
+    pub fn tls(&self) -> Option<&EtcdTls> {
+        self.setup.tls.as_ref()
     }
 
     /// Number of members, whatever their state.
@@ -203,19 +265,16 @@ impl EtcdCluster {
     pub fn leader_index(&self) -> Option<usize> {
         let mut best: Option<(u64, usize)> = None;
         for i in self.live_members() {
-            let addr = self.members[i].client_addr();
-            let Ok(resp) =
-                http_request(&addr, "POST", "/v3/maintenance/status", "{}", PROBE_TIMEOUT)
-            else {
+            let Some(body) = self.member_status(i) else {
                 continue;
             };
             let fields = (
-                json_u64(&resp.body, "member_id"),
-                json_u64(&resp.body, "leader"),
-                json_u64(&resp.body, "raftTerm"),
+                json_u64(&body, "member_id"),
+                json_u64(&body, "leader"),
+                json_u64(&body, "raftTerm"),
             );
             if let (Some(id), Some(leader), Some(term)) = fields {
-                if resp.status == 200 && id == leader && best.is_none_or(|(t, _)| term > t) {
+                if id == leader && best.is_none_or(|(t, _)| term > t) {
                     best = Some((term, i));
                 }
             }
@@ -251,19 +310,21 @@ impl EtcdCluster {
     }
 
     /// `etcdctl` (API v3) with `--endpoints` set to every member; add the subcommand and run it.
+    /// With TLS it also trusts the cluster's CA and presents the harness's client certificate.
+    /// Once etcd auth is enabled, add `--user=NAME:PASSWORD`.
     pub fn etcdctl(&self) -> Command {
-        etcdctl_command(&self.endpoints())
+        etcdctl_command(&self.endpoints(), self.setup.tls.as_ref())
     }
 
     /// `etcdctl` (API v3) talking to member `i` only. (A second `--endpoints` flag would add
     /// to the first, not replace it.)
     pub fn etcdctl_member(&self, i: usize) -> Command {
-        etcdctl_command(&[self.endpoint(i)])
+        etcdctl_command(&[self.endpoint(i)], self.setup.tls.as_ref())
     }
 
     // --- internals ---
 
-    fn launch(bin: PathBuf, n: usize) -> EtcdCluster {
+    fn launch(bin: PathBuf, n: usize, setup: EtcdSetup) -> EtcdCluster {
         let ports = reserve_ports(2 * n);
         let members = (0..n)
             .map(|i| Member {
@@ -283,6 +344,7 @@ impl EtcdCluster {
         let cluster = EtcdCluster {
             bin,
             token,
+            setup,
             members,
         };
         for i in 0..n {
@@ -305,7 +367,7 @@ impl EtcdCluster {
             .append(true)
             .open(m.out_path())
             .expect("open etcd.out");
-        let client_url = format!("http://127.0.0.1:{}", m.client_port);
+        let client_url = m.client_url(self.setup.tls.is_some());
         let peer_url = format!("http://127.0.0.1:{}", m.peer_port);
         let mut cmd = Command::new(&self.bin);
         // etcd also reads ETCD_* variables and refuses ones that conflict with flags.
@@ -325,8 +387,14 @@ impl EtcdCluster {
             // depose a healthy leader.
             .arg("--pre-vote=true")
             .arg("--logger=zap")
-            .arg(format!("--log-outputs={}", m.log_path().display()))
-            .stdin(Stdio::null())
+            .arg(format!("--log-outputs={}", m.log_path().display()));
+        if let Some(tls) = &self.setup.tls {
+            cmd.arg(format!("--cert-file={}", tls.cert_file.display()))
+                .arg(format!("--key-file={}", tls.key_file.display()))
+                .arg(format!("--trusted-ca-file={}", tls.ca_file.display()))
+                .arg(format!("--client-cert-auth={}", tls.client_cert_auth));
+        }
+        cmd.stdin(Stdio::null())
             .stdout(out.try_clone().expect("clone etcd.out handle"))
             .stderr(out);
         cmd.spawn()
@@ -352,7 +420,7 @@ impl EtcdCluster {
                     });
                 }
             }
-            pending.retain(|&i| !self.members[i].is_healthy());
+            pending.retain(|&i| !self.member_healthy(i));
             if pending.is_empty() {
                 return Ok(());
             }
@@ -371,6 +439,55 @@ impl EtcdCluster {
             }
             thread::sleep(POLL_INTERVAL);
         }
+    }
+
+    /// Whether member `i` answers a health check: `/health` over plain HTTP, or (with TLS,
+    /// where that needs a client certificate) `etcdctl endpoint health` once the port accepts
+    /// connections.
+    fn member_healthy(&self, i: usize) -> bool {
+        let member = &self.members[i];
+        if self.setup.tls.is_none() {
+            return match http_get(&member.client_addr(), "/health", PROBE_TIMEOUT) {
+                Ok(resp) => resp.status == 200 && resp.body.contains(r#""health":"true""#),
+                Err(_) => false,
+            };
+        }
+        if !member.port_open() {
+            return false;
+        }
+        let mut cmd = self.etcdctl_member(i);
+        cmd.args(etcdctl_probe_timeouts())
+            .args(["endpoint", "health"])
+            .stdin(Stdio::null());
+        cmd.output().is_ok_and(|out| out.status.success())
+    }
+
+    /// The status JSON of member `i` (`member_id`, `leader`, `raftTerm`...), or `None` if it
+    /// does not answer within the probe timeout.
+    fn member_status(&self, i: usize) -> Option<String> {
+        let member = &self.members[i];
+        if self.setup.tls.is_none() {
+            let resp = http_request(
+                &member.client_addr(),
+                "POST",
+                "/v3/maintenance/status",
+                "{}",
+                PROBE_TIMEOUT,
+            )
+            .ok()?;
+            return (resp.status == 200).then_some(resp.body);
+        }
+        if !member.port_open() {
+            return None;
+        }
+        let mut cmd = self.etcdctl_member(i);
+        cmd.args(etcdctl_probe_timeouts())
+            .args(["endpoint", "status", "--write-out=json"])
+            .stdin(Stdio::null());
+        let out = cmd.output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn all_log_tails(&self) -> String {
@@ -413,15 +530,19 @@ impl Member {
         self.lock_child().as_mut()?.try_wait().ok().flatten()
     }
 
-    fn is_healthy(&self) -> bool {
-        match http_get(&self.client_addr(), "/health", PROBE_TIMEOUT) {
-            Ok(resp) => resp.status == 200 && resp.body.contains(r#""health":"true""#),
-            Err(_) => false,
-        }
-    }
-
     fn client_addr(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
+    }
+
+    fn client_url(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Whether the client port accepts TCP connections (cheap, before spawning etcdctl).
+    fn port_open(&self) -> bool {
+        let addr = ([127, 0, 0, 1], self.client_port).into();
+        TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_ok()
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -467,13 +588,27 @@ pub fn etcdctl_bin() -> PathBuf {
     find_binary("LOCKKEEPER_ETCDCTL_BIN", "etcdctl", "etcd-client")
 }
 
-fn etcdctl_command(endpoints: &[String]) -> Command {
+fn etcdctl_command(endpoints: &[String], tls: Option<&EtcdTls>) -> Command {
     let mut cmd = Command::new(etcdctl_bin());
     // ETCDCTL_* variables (e.g. ETCDCTL_ENDPOINTS) from the environment would conflict.
     remove_env_with_prefix(&mut cmd, "ETCDCTL_");
     cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", endpoints.join(",")));
+    if let Some(tls) = tls {
+        cmd.arg(format!("--cacert={}", tls.ca_file.display()))
+            .arg(format!("--cert={}", tls.client_cert_file.display()))
+            .arg(format!("--key={}", tls.client_key_file.display()));
+    }
     cmd
+}
+
+/// Bounds for one etcdctl probe, so a slow or stuck member cannot hang a health wait.
+fn etcdctl_probe_timeouts() -> [String; 2] {
+    let ms = PROBE_TIMEOUT.as_millis();
+    [
+        format!("--dial-timeout={ms}ms"),
+        format!("--command-timeout={ms}ms"),
+    ]
 }
 
 fn find_binary(env_var: &str, name: &str, package: &str) -> PathBuf {
