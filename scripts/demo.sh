@@ -38,7 +38,7 @@ for i in 0 1 2; do
     --listen-client-urls "http://127.0.0.1:${CLIENT[$i]}" --advertise-client-urls "http://127.0.0.1:${CLIENT[$i]}" \
     --listen-peer-urls "http://127.0.0.1:${PEER[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${PEER[$i]}" \
     --initial-cluster "$INITIAL" --initial-cluster-state new --initial-cluster-token lockkeeper-demo \
-    --log-outputs "$WORK/etcd-m$i.log" >/dev/null 2>&1 &
+    --logger zap --log-outputs "$WORK/etcd-m$i.log" >/dev/null 2>&1 &
   PIDS+=($!)
 done
 ENDPOINTS="http://127.0.0.1:${CLIENT[0]},http://127.0.0.1:${CLIENT[1]},http://127.0.0.1:${CLIENT[2]}"

@@ -32,8 +32,7 @@ cargo test --all-targets
 step "cargo test --doc"
 cargo test --doc
 
-# === later steps ===
-# Add further checks here (e.g. `helm lint charts/lockkeeper`, rendered-manifest drift,
-# promtool checks, running examples), each as: step "what"; command
+step "Helm chart, rendered manifests, compose file"
+bash scripts/check-chart.sh
 
 step "all checks passed"

@@ -174,7 +174,8 @@ fn sigkill_fails_over_within_ttl_and_only_one_is_ever_ready() {
     );
     let second_token = others[second].status()["fencing_token"].as_i64().unwrap();
     assert!(second_token > first_token, "fencing token increases");
-    // Then a clean hand-over to the third.
+    std::thread::sleep(Duration::from_millis(300)); // let the monitor sweep the second holder
+                                                    // Then a clean hand-over to the third.
     others[second].signal("TERM");
     let third: Vec<&Sidecar> = others
         .iter()

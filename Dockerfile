@@ -1,0 +1,56 @@
+# syntax=docker/dockerfile:1
+#
+# lockkeeper's container images, from one multi-stage file:
+#
+#   docker build -t lockkeeper:0.1.0 .                          # the sidecar (default target)
+#   docker build --target etcd -t lockkeeper-etcd:3.4 .         # etcd for deploy/ and compose
+#
+# The sidecar image is a static (musl) binary on an empty base: no shell, no package manager, no
+# libc, running as an unprivileged numeric user. Works with a read-only root filesystem.
+
+ARG RUST_VERSION=1.95
+ARG DEBIAN_RELEASE=bookworm
+
+# === build ===
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
+# protoc and its well-known types: etcd-client compiles etcd's protobuf definitions.
+# musl-tools: a C compiler for the musl target (ring builds C and assembly).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev musl-tools \
+ && rm -rf /var/lib/apt/lists/*
+ARG TARGETARCH
+RUN case "${TARGETARCH:-amd64}" in \
+      amd64) echo x86_64-unknown-linux-musl ;; \
+      arm64) echo aarch64-unknown-linux-musl ;; \
+      *) echo "unsupported architecture ${TARGETARCH}" >&2; exit 1 ;; \
+    esac >/rust-target \
+ && rustup target add "$(cat /rust-target)"
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin lockkeeper --target "$(cat /rust-target)" \
+ && cp "target/$(cat /rust-target)/release/lockkeeper" /lockkeeper
+
+# === etcd (for trying lockkeeper out: deploy/etcd.yaml, docker-compose.yml) ===
+FROM debian:${DEBIAN_RELEASE}-slim AS etcd
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends etcd-server etcd-client \
+ && rm -rf /var/lib/apt/lists/* \
+ && mkdir -p /var/lib/etcd \
+ && chown 65532:65532 /var/lib/etcd \
+ && chmod 0700 /var/lib/etcd
+USER 65532:65532
+EXPOSE 2379 2380
+VOLUME ["/var/lib/etcd"]
+ENTRYPOINT ["/usr/bin/etcd"]
+
+# === the sidecar (default target) ===
+FROM scratch AS lockkeeper
+COPY --from=builder /lockkeeper /lockkeeper
+# Numeric, so Kubernetes can verify runAsNonRoot without an /etc/passwd.
+USER 65532:65532
+EXPOSE 8475
+ENTRYPOINT ["/lockkeeper"]
+CMD ["run"]

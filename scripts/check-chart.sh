@@ -1,0 +1,506 @@
+#!/usr/bin/env bash
+# Checks the Helm chart, the plain manifests and the Compose file, offline:
+#
+#  1. `helm lint --strict` and `helm template` for the default values, each gating mode
+#     (readinessProbe, readinessGate, label), native and plain sidecar, the Kubernetes
+#     integration off, and a values file that turns every optional feature on;
+#  2. every rendered manifest validated with `kubernetes-validate --strict` against the oldest
+#     Kubernetes the chart supports with native sidecars (1.29) and the one the crate targets
+#     (1.33). Prometheus Operator kinds (ServiceMonitor, PodMonitor, PrometheusRule) have no
+#     offline schema: they are skipped by kubernetes-validate, with a message, and get
+#     structural checks here instead (and `promtool check rules` on the alert expressions);
+#  3. what each mode must render (probe, readiness gate, Service selector, least-privilege RBAC,
+#     a rollout strategy that cannot deadlock, security contexts, sidecar probes not on /readyz),
+#     and that the real `lockkeeper run --config` accepts each generated config file;
+#  4. values the schema must reject (`helm lint --set gating.mode=bogus` must FAIL, and others)
+#     and combinations the templates must refuse (a rollout strategy that would deadlock, a
+#     label/readinessGate mode without the Kubernetes integration, ...);
+#  5. the rendered examples committed under deploy/example/ match `helm template` (drift fails;
+#     `scripts/check-chart.sh --update` rewrites them), and deploy/etcd.yaml validates;
+#  6. docker-compose.yml against the Compose JSON schema plus structural assertions
+#     (`docker compose config` as well, where a Compose plugin is installed).
+#
+# Tools come from scripts/install-helm.sh (repo-local, under .tools/). Exit 0 only if all pass.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+UPDATE=0
+case "${1:-}" in
+  --update) UPDATE=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--update]" >&2; exit 2 ;;
+esac
+
+HELM=$(bash scripts/install-helm.sh | tail -n 1)
+PY=.tools/venv/bin/python
+KV=.tools/venv/bin/kubernetes-validate
+COMPOSE_SCHEMA=.tools/compose-spec/compose-spec.json
+CHART=charts/lockkeeper
+K8S_VERSIONS=(1.29.0 1.33.0)
+EXAMPLE_MODES=(readinessProbe readinessGate label)
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); printf '  ok   %s\n' "$*"; }
+bad() { failed=$((failed + 1)); printf '  FAIL %s\n' "$*"; }
+step() { printf '\n==> %s\n' "$*"; }
+
+# The structural checks, in Python (PyYAML from the venv).
+cat >"$WORK/check.py" <<'PYTHON'
+import json
+import sys
+
+import yaml
+
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+errors = []
+
+
+def check(cond, msg):
+    if not cond:
+        errors.append(msg)
+
+
+def docs(path):
+    return [d for d in yaml.safe_load_all(open(path)) if d]
+
+
+def containers(pod):
+    return pod.get("initContainers", []) + pod.get("containers", [])
+
+
+def manifest(case, path, out, mode, native, kube, events):
+    native, kube, events = native == "true", kube == "true", events == "true"
+    objs = docs(path)
+    by_kind = {}
+    for o in objs:
+        by_kind.setdefault(o["kind"], []).append(o)
+    kept = [o for o in objs if o["kind"] not in CRD_KINDS]
+    with open(out, "w") as f:
+        yaml.safe_dump_all(kept, f, sort_keys=False)
+    for o in objs:
+        if o["kind"] in CRD_KINDS:
+            print(f"  skip {o['kind']}/{o['metadata']['name']}: a Prometheus Operator CRD, "
+                  "no offline schema (structure checked here instead)")
+            check(o["apiVersion"] == "monitoring.coreos.com/v1", f"{o['kind']} apiVersion")
+            spec = o.get("spec", {})
+            if o["kind"] == "ServiceMonitor":
+                check(spec["endpoints"][0]["port"] == "lockkeeper", "ServiceMonitor port")
+                check(spec["selector"]["matchLabels"].get("app.kubernetes.io/component") == "metrics",
+                      "ServiceMonitor selects the metrics Service")
+            elif o["kind"] == "PodMonitor":
+                check(spec["podMetricsEndpoints"][0]["port"] == "lockkeeper", "PodMonitor port")
+            else:
+                with open(out + ".rules.yaml", "w") as f:
+                    yaml.safe_dump({"groups": spec["groups"]}, f, sort_keys=False)
+                rules = [r for g in spec["groups"] for r in g["rules"]]
+                names = {r["alert"] for r in rules}
+                for want in ("LockkeeperNoHolder", "LockkeeperLockFlapping", "LockkeeperKeepaliveFailures"):
+                    check(want in names, f"PrometheusRule has {want}")
+                exprs = " ".join(r["expr"] for r in rules)
+                for metric in ("lockkeeper_lock_held", "lockkeeper_lock_losses_total",
+                               "lockkeeper_lease_keepalive_failures_total"):
+                    check(metric in exprs, f"PrometheusRule uses {metric}")
+                check(exprs.count("(") == exprs.count(")"), "PromQL parentheses balance")
+
+    (dep,) = by_kind["Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    names = [c["name"] for c in containers(pod)]
+    check("lockkeeper" in names, "sidecar container present")
+    sidecar = next(c for c in containers(pod) if c["name"] == "lockkeeper")
+    app = pod["containers"][0]
+    if native:
+        check(sidecar in pod.get("initContainers", []), "native: sidecar is an init container")
+        check(sidecar.get("restartPolicy") == "Always", "native: restartPolicy Always")
+    else:
+        check(sidecar in pod["containers"], "plain: sidecar is a regular container")
+        check("restartPolicy" not in sidecar, "plain: no container restartPolicy")
+        check(not pod.get("initContainers"), "plain: no init containers")
+    # The sidecar itself must never be gated on holding the lock.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        path = sidecar.get(probe, {}).get("httpGet", {}).get("path")
+        check(path != "/readyz", f"sidecar {probe} is not /readyz")
+    check(sidecar["livenessProbe"]["httpGet"]["path"] == "/livez", "sidecar liveness is /livez")
+    env = {e["name"]: e for e in sidecar.get("env", [])}
+    for var, field in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")):
+        check(env.get(var, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == field,
+              f"downward API {var}")
+    # Security: non-root, read-only root filesystem, no capabilities, for every container.
+    check(pod["securityContext"].get("runAsNonRoot") is True, "pod runAsNonRoot")
+    for c in containers(pod):
+        sc = c.get("securityContext", {})
+        check(sc.get("runAsNonRoot") is True, f"{c['name']}: runAsNonRoot")
+        check(sc.get("readOnlyRootFilesystem") is True, f"{c['name']}: readOnlyRootFilesystem")
+        check(sc.get("allowPrivilegeEscalation") is False, f"{c['name']}: no privilege escalation")
+        check(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{c['name']}: drop ALL")
+
+    # Gating.
+    gates = [g["conditionType"] for g in pod.get("readinessGates", [])]
+    probe_path = app.get("readinessProbe", {}).get("httpGet", {}).get("path")
+    config = yaml.safe_load(by_kind["ConfigMap"][0]["data"]["config.yaml"])
+    k8s = config["kubernetes"]
+    if mode == "readinessProbe":
+        check(probe_path == "/readyz", "readinessProbe mode: app probes /readyz")
+        check(app["readinessProbe"]["httpGet"]["port"] == sidecar["ports"][0]["containerPort"],
+              "readinessProbe mode: probe targets the sidecar port")
+        check(not gates, "readinessProbe mode: no readinessGates")
+    elif mode == "readinessGate":
+        check(gates == ["lockkeeper.io/lock-held"], "readinessGate mode: pod readinessGates")
+        check(k8s.get("condition_type") == "lockkeeper.io/lock-held", "readinessGate mode: config condition_type")
+        check(probe_path != "/readyz", "readinessGate mode: app keeps its own probe")
+    else:
+        check(not gates and probe_path != "/readyz", "label mode: pods not gated on the lock")
+        check(k8s.get("label") == "lockkeeper.io/holder", "label mode: config label")
+        check(k8s.get("condition_type") == "", "label mode: no condition")
+        for svc in by_kind.get("Service", []):
+            if not svc["metadata"]["name"].endswith("-metrics"):
+                check(svc["spec"]["selector"].get("lockkeeper.io/holder") == "true",
+                      "label mode: Service selects the holder label")
+        check("PodDisruptionBudget" in by_kind, "label mode: PodDisruptionBudget")
+    if mode != "label":
+        check("PodDisruptionBudget" not in by_kind, "gated mode: no PodDisruptionBudget")
+    check(k8s["enabled"] == ("on" if kube else "off"), "config kubernetes.enabled")
+    for metrics_svc in [s for s in by_kind.get("Service", []) if s["metadata"]["name"].endswith("-metrics")]:
+        check(metrics_svc["spec"].get("publishNotReadyAddresses") is True, "metrics Service lists standbys")
+
+    # Rollout: in gated modes only one pod is ever Ready, so every replica may be unavailable.
+    strategy = dep["spec"]["strategy"]
+    if mode != "label" and strategy["type"] == "RollingUpdate":
+        mu = str(strategy["rollingUpdate"]["maxUnavailable"])
+        check(mu == "100%" or (mu.isdigit() and int(mu) >= dep["spec"]["replicas"]),
+              f"gated mode: rollout cannot deadlock (maxUnavailable={mu})")
+
+    # RBAC: least privilege per mode, nothing without the integration.
+    rules = {(g, r): set(rule["verbs"]) for role in by_kind.get("Role", []) for rule in role["rules"]
+             for g in rule["apiGroups"] for r in rule["resources"]}
+    if not kube:
+        for kind in ("Role", "RoleBinding", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"):
+            check(kind not in by_kind, f"integration off: no {kind}")
+        check(pod.get("automountServiceAccountToken") is False, "integration off: no token mounted")
+    else:
+        want = {}
+        if mode == "readinessGate":
+            want[("", "pods/status")] = {"patch"}
+        if mode == "label":
+            want[("", "pods")] = {"patch"}
+        if events:
+            want.setdefault(("", "pods"), set()).add("get")
+            want[("events.k8s.io", "events")] = {"create"}
+        check(rules == want, f"RBAC is exactly {want}, got {rules}")
+        check("ClusterRole" not in by_kind, "no cluster-wide RBAC")
+    for o in objs:
+        check(o["metadata"].get("namespace") or o["kind"].startswith("Cluster"), f"{o['kind']} namespaced")
+
+
+def compose(path, schema_path):
+    import jsonschema
+
+    data = yaml.safe_load(open(path))
+    schema = json.load(open(schema_path))
+    for e in jsonschema.Draft201909Validator(schema).iter_errors(data):
+        errors.append(f"compose schema: {list(e.path)}: {e.message}")
+    services = data["services"]
+    etcd = {n: s for n, s in services.items() if n.startswith("etcd-")}
+    keepers = {n: s for n, s in services.items() if n.startswith("lockkeeper-")}
+    apps = {n: s for n, s in services.items() if n.startswith("app-")}
+    check(len(etcd) == 3, f"3 etcd members, got {sorted(etcd)}")
+    check(2 <= len(keepers) <= 3, f"2-3 lockkeeper sidecars, got {sorted(keepers)}")
+    check(len(apps) == len(keepers), "one app per sidecar")
+    peers = {f"{n}=http://{n}:2380" for n in etcd}
+    for n, s in etcd.items():
+        env = s["environment"]
+        check(set(env["ETCD_INITIAL_CLUSTER"].split(",")) == peers, f"{n}: initial cluster lists all members")
+        check(env["ETCD_NAME"] == n, f"{n}: member name")
+        check(env["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == f"http://{n}:2380", f"{n}: peer URL")
+        check(env["ETCD_ADVERTISE_CLIENT_URLS"] == f"http://{n}:2379", f"{n}: client URL")
+        check(s.get("build", {}).get("target") == "etcd", f"{n}: built from the Dockerfile's etcd stage")
+        check(any(v.split(":")[1] == "/var/lib/etcd" for v in s.get("volumes", [])), f"{n}: data volume")
+    locks = set()
+    host_ports = []
+    for n, s in keepers.items():
+        env = s["environment"]
+        endpoints = set(env["LOCKKEEPER_ETCD_ENDPOINTS"].split(","))
+        check(endpoints == {f"http://{e}:2379" for e in etcd}, f"{n}: talks to every etcd member")
+        locks.add(env["LOCKKEEPER_LOCK"])
+        check(env["LOCKKEEPER_IDENTITY"] == n, f"{n}: identity")
+        check(env["LOCKKEEPER_LISTEN"].endswith(":8475"), f"{n}: listens on 8475")
+        check(set(s["depends_on"]) == set(etcd), f"{n}: depends on etcd")
+        check(s.get("read_only") is True and s.get("cap_drop") == ["ALL"], f"{n}: hardened")
+        host_ports += [p.rsplit(":", 2)[-2] for p in s.get("ports", [])]
+    check(len(locks) == 1, f"all sidecars contend for one lock, got {locks}")
+    check(len(host_ports) == len(set(host_ports)), f"distinct host ports {host_ports}")
+    sidecar_of = set()
+    for n, s in apps.items():
+        mode = s.get("network_mode", "")
+        check(mode.startswith("service:") and mode[8:] in keepers, f"{n}: shares a sidecar's network")
+        sidecar_of.add(mode[8:])
+        deps = s.get("depends_on", [])
+        check(mode[8:] in deps, f"{n}: depends on its sidecar")
+        script = " ".join(s["command"])
+        check("127.0.0.1:8475/readyz" in script, f"{n}: works only while /readyz says held")
+    check(sidecar_of == set(keepers), "every sidecar has its app")
+    check(set(data.get("volumes", {})) >= {n for n in etcd}, "named volumes for etcd")
+
+
+def config(path, out, root):
+    """Writes the sidecar config from the rendered ConfigMap, its file paths moved under root."""
+    (cm,) = [d for d in docs(path) if d["kind"] == "ConfigMap"]
+    text = cm["data"]["config.yaml"].replace("/etc/lockkeeper/", root.rstrip("/") + "/etc/lockkeeper/")
+    open(out, "w").write(text)
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"manifest": manifest, "compose": compose, "config": config}[cmd](*args)
+    for e in errors:
+        print(f"  FAIL {e}")
+    sys.exit(1 if errors else 0)
+PYTHON
+
+validate() { # validate FILE LABEL: kubernetes-validate --strict for each version
+  local file=$1 label=$2 v out
+  for v in "${K8S_VERSIONS[@]}"; do
+    # --quiet prints only problems; a kind without a schema is only a warning: fail on it too.
+    if out=$("$KV" --strict --quiet -k "$v" "$file" 2>&1) && ! grep -q . <<<"$out"; then
+      ok "$label: kubernetes-validate --strict (Kubernetes $v)"
+    else
+      bad "$label: kubernetes-validate --strict (Kubernetes $v)"
+      printf '%s\n' "$out" | sed 's/^/       /'
+    fi
+  done
+}
+
+# === 1-3: lint, render, validate, per case ===
+cat >"$WORK/full.yaml" <<'EOF'
+replicaCount: 3
+gating: {mode: label}
+lock: {name: billing, ttl: 15s, renewInterval: 5s, safetyMargin: 3s}
+etcd:
+  endpoints: [https://etcd-a:2379, https://etcd-b:2379, https://etcd-c:2379]
+  connectTimeout: 5s
+  requestTimeout: 3s
+  tls: {enabled: true, secretName: etcd-client-tls}
+  auth: {enabled: true, username: lockkeeper, secretName: etcd-auth}
+sidecar:
+  logFormat: text
+  extraArgs: ["--audit-log", "/dev/stdout"]
+  extraEnv: [{name: RUST_BACKTRACE, value: "1"}]
+app:
+  image: {repository: registry.invalid/team/billing, tag: "2.4.1"}
+  command: ["/billing"]
+  args: ["serve"]
+  ports: [{name: http, containerPort: 8080}]
+  readinessProbe: {httpGet: {path: /healthz, port: http}}
+  livenessProbe: {httpGet: {path: /healthz, port: http}}
+  resources: {requests: {cpu: 100m, memory: 128Mi}}
+service: {type: ClusterIP, ports: [{name: http, port: 80, targetPort: http}]}
+metrics:
+  serviceMonitor: {enabled: true, labels: {release: prometheus}}
+  podMonitor: {enabled: true}
+prometheusRule: {enabled: true, labels: {release: prometheus}}
+podAnnotations: {team: billing}
+podLabels: {tier: backend}
+priorityClassName: high
+nodeSelector: {kubernetes.io/os: linux}
+tolerations: [{key: dedicated, operator: Equal, value: billing, effect: NoSchedule}]
+topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: topology.kubernetes.io/zone
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector: {matchLabels: {app.kubernetes.io/name: lockkeeper}}
+EOF
+cat >"$WORK/gate-recreate.yaml" <<'EOF'
+gating: {mode: readinessGate}
+strategy: {type: Recreate}
+app:
+  readinessProbe: {exec: {command: ["true"]}}
+EOF
+
+# name | mode | native | kube | events | helm arguments
+CASES=(
+  "default|readinessProbe|true|true|true|"
+  "readinessGate|readinessGate|true|true|true|--set gating.mode=readinessGate"
+  "label|label|true|true|true|--set gating.mode=label"
+  "readinessProbe-plain|readinessProbe|false|true|true|--set sidecar.native=false"
+  "readinessGate-plain|readinessGate|false|true|true|--set gating.mode=readinessGate --set sidecar.native=false"
+  "label-plain|label|false|true|true|--set gating.mode=label --set sidecar.native=false"
+  "integration-off|readinessProbe|true|false|true|--set kubernetes.integration=off"
+  "events-off|readinessProbe|true|false|false|--set kubernetes.events=false"
+  "readinessGate-no-events|readinessGate|true|true|false|--set gating.mode=readinessGate --set kubernetes.events=false"
+  "readinessGate-recreate|readinessGate|true|true|true|-f $WORK/gate-recreate.yaml"
+  "everything-on|label|true|true|true|-f $WORK/full.yaml"
+)
+for entry in "${CASES[@]}"; do
+  IFS='|' read -r name mode native kube events args <<<"$entry"
+  step "chart: $name ($mode, native=$native, kubernetes=$kube, events=$events)"
+  read -r -a argv <<<"$args"
+  if out=$("$HELM" lint --strict "$CHART" "${argv[@]}" 2>&1); then
+    ok "$name: helm lint --strict"
+  else
+    bad "$name: helm lint --strict"
+    printf '%s\n' "$out" | sed 's/^/       /'
+  fi
+  rendered="$WORK/$name.yaml"
+  if ! "$HELM" template demo "$CHART" --namespace demo "${argv[@]}" >"$rendered" 2>"$WORK/err"; then
+    bad "$name: helm template"
+    sed 's/^/       /' "$WORK/err"
+    continue
+  fi
+  ok "$name: helm template ($(grep -c '^kind:' "$rendered") objects)"
+  if "$PY" "$WORK/check.py" manifest "$name" "$rendered" "$WORK/$name.k8s.yaml" "$mode" "$native" "$kube" "$events"; then
+    ok "$name: mode, RBAC, rollout and security assertions"
+  else
+    bad "$name: mode, RBAC, rollout and security assertions"
+  fi
+  validate "$WORK/$name.k8s.yaml" "$name"
+  if [ -f "$WORK/$name.k8s.yaml.rules.yaml" ]; then
+    if ! command -v promtool >/dev/null 2>&1; then
+      echo "  note: no promtool (Debian package prometheus); PrometheusRule expressions not parsed"
+    elif out=$(promtool check rules "$WORK/$name.k8s.yaml.rules.yaml" 2>&1); then
+      ok "$name: promtool check rules (the PrometheusRule's alerts)"
+    else
+      bad "$name: promtool check rules"
+      printf '%s\n' "$out" | sed 's/^/       /'
+    fi
+  fi
+done
+
+# === 3b: the sidecar accepts every generated config ===
+step "the sidecar binary accepts each rendered config.yaml"
+BIN=${LOCKKEEPER_BIN:-}
+if [ -z "$BIN" ] && command -v cargo >/dev/null 2>&1; then
+  if cargo build --quiet --bin lockkeeper 2>"$WORK/cargo.err"; then
+    BIN=target/debug/lockkeeper
+  else
+    bad "cargo build --bin lockkeeper"
+    sed 's/^/       /' "$WORK/cargo.err" | tail -n 20
+  fi
+fi
+if [ -n "$BIN" ]; then
+  # Secrets the config points at (TLS files, password file), as mounted in the pod.
+  mkdir -p "$WORK/root/etc/lockkeeper/etcd-tls" "$WORK/root/etc/lockkeeper/etcd-auth"
+  touch "$WORK/root/etc/lockkeeper/etcd-tls/"{ca.crt,tls.crt,tls.key}
+  echo secret >"$WORK/root/etc/lockkeeper/etcd-auth/password"
+  for entry in "${CASES[@]}"; do
+    IFS='|' read -r name _ <<<"$entry"
+    [ -f "$WORK/$name.yaml" ] || continue
+    "$PY" "$WORK/check.py" config "$WORK/$name.yaml" "$WORK/$name.config.yaml" "$WORK/root"
+    # Valid configuration: it starts (and keeps retrying etcd) until the timeout stops it.
+    # Invalid: exit code 2 at once, naming the field.
+    rc=0
+    POD_NAME=demo-0 POD_NAMESPACE=demo LOCKKEEPER_LISTEN=127.0.0.1:0 \
+      timeout 2 "$BIN" run --config "$WORK/$name.config.yaml" >"$WORK/$name.run.log" 2>&1 || rc=$?
+    if [ "$rc" -eq 124 ]; then
+      ok "$name: lockkeeper run --config accepts the generated config"
+    else
+      bad "$name: lockkeeper run --config exited $rc"
+      sed 's/^/       /' "$WORK/$name.run.log" | head -n 10
+    fi
+  done
+else
+  echo "  note: no cargo and no LOCKKEEPER_BIN; generated configs not run through the binary"
+fi
+
+# === 4: what must be rejected ===
+step "chart: bad values are rejected"
+# "ARGS|text the error must contain". The schema is enforced by `helm lint` (and install);
+# template `fail`s only by `helm template`/install (lint runs templates in a lenient mode).
+SCHEMA_REJECT=(
+  "--set gating.mode=bogus|gating/mode"
+  "--set replicaCount=0|replicaCount"
+  "--set kubernetes.integration=maybe|kubernetes/integration"
+  "--set lock.ttl=ten|lock/ttl"
+  "--set etcd.endpoints[0]=etcd-0:2379|etcd/endpoints/0"
+  "--set sidecar.logFormat=xml|sidecar/logFormat"
+  "--set gating.conditionType=not/a/valid/type|gating/conditionType"
+  "--set app.image.repository=|app/image/repository"
+  "--set unknownKey=1|unknownKey"
+)
+TEMPLATE_REJECT=(
+  "--set gating.mode=label --set kubernetes.integration=off|needs the Kubernetes integration"
+  "--set gating.mode=readinessGate --set strategy.type=RollingUpdate --set strategy.rollingUpdate.maxUnavailable=1|deadlocks"
+  "--set strategy.rollingUpdate.maxSurge=1|deadlocks"
+  "--set app.readinessProbe.tcpSocket.port=8080|app.readinessProbe cannot be set"
+  "--set etcd.tls.enabled=true|etcd.tls.secretName"
+  "--set etcd.auth.enabled=true|etcd.auth.username"
+  "--kube-version 1.28.0|native sidecars"
+)
+reject() { # reject COMMAND ARGS EXPECT
+  local cmd=$1 args=$2 expect=$3 out argv
+  read -r -a argv <<<"$args"
+  if [ "$cmd" = lint ]; then
+    out=$("$HELM" lint "$CHART" "${argv[@]}" 2>&1) && { bad "helm lint $args: accepted, must fail"; return; }
+  else
+    out=$("$HELM" template demo "$CHART" "${argv[@]}" 2>&1 >/dev/null) && { bad "helm template $args: accepted, must fail"; return; }
+  fi
+  if grep -qF -- "$expect" <<<"$out"; then
+    ok "helm $cmd $args: rejected ($expect)"
+  else
+    bad "helm $cmd $args: failed, but without mentioning '$expect'"
+    printf '%s\n' "$out" | sed 's/^/       /'
+  fi
+}
+for entry in "${SCHEMA_REJECT[@]}"; do
+  IFS='|' read -r args expect <<<"$entry"
+  reject lint "$args" "$expect"
+done
+for entry in "${TEMPLATE_REJECT[@]}"; do
+  IFS='|' read -r args expect <<<"$entry"
+  reject template "$args" "$expect"
+done
+if "$HELM" template demo "$CHART" --set sidecar.native=false --kube-version 1.28.0 >/dev/null 2>&1; then
+  ok "a plain sidecar renders for Kubernetes 1.28"
+else
+  bad "a plain sidecar must render for Kubernetes 1.28"
+fi
+
+# === 5: the committed examples and plain manifests ===
+step "deploy/: committed rendered examples match helm template"
+for mode in "${EXAMPLE_MODES[@]}"; do
+  target="deploy/example/$mode.yaml"
+  fresh="$WORK/example-$mode.yaml"
+  {
+    echo "# Rendered from charts/lockkeeper by scripts/check-chart.sh --update; do not edit."
+    echo "#   helm template demo charts/lockkeeper --namespace default \\"
+    echo "#     -f deploy/example/values.yaml --set gating.mode=$mode"
+    "$HELM" template demo "$CHART" --namespace default -f deploy/example/values.yaml --set "gating.mode=$mode"
+  } >"$fresh"
+  if [ "$UPDATE" -eq 1 ]; then
+    cp "$fresh" "$target"
+    ok "$target rewritten"
+  elif [ ! -f "$target" ]; then
+    bad "$target missing (run scripts/check-chart.sh --update)"
+  elif diff -u "$target" "$fresh" >"$WORK/diff"; then
+    ok "$target matches helm template"
+  else
+    bad "$target drifted from helm template (run scripts/check-chart.sh --update):"
+    sed 's/^/       /' "$WORK/diff" | head -n 60
+  fi
+  validate "$target" "$target"
+done
+validate deploy/etcd.yaml deploy/etcd.yaml
+
+# === 6: docker-compose.yml ===
+step "docker-compose.yml"
+if "$PY" "$WORK/check.py" compose docker-compose.yml "$COMPOSE_SCHEMA"; then
+  ok "docker-compose.yml: Compose schema and structure (3 etcd, sidecars, one gated app each)"
+else
+  bad "docker-compose.yml: Compose schema and structure"
+fi
+if docker compose version >/dev/null 2>&1; then
+  if docker compose -f docker-compose.yml config --quiet; then
+    ok "docker compose config"
+  else
+    bad "docker compose config"
+  fi
+else
+  echo "  note: no Docker Compose plugin here; schema and structural checks only"
+fi
+
+echo
+echo "check-chart: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
