@@ -126,10 +126,14 @@ pub(crate) fn is_unavailable(e: &etcd_client::Error) -> bool {
         etcd_client::Error::GRpcStatus(s) if is_tls_rejection(s) => false,
         etcd_client::Error::GRpcStatus(s) => match s.code() {
             tonic::Code::Unavailable => true,
-            // A connection torn down under an in-flight request surfaces as Unknown.
-            tonic::Code::Unknown => {
+            // A connection torn down under an in-flight request (the member died) surfaces as
+            // Unknown or Cancelled.
+            tonic::Code::Unknown | tonic::Code::Cancelled => {
                 let m = s.message();
-                m.contains("transport") || m.contains("connection") || m.contains("broken pipe")
+                m.contains("transport")
+                    || m.contains("connection")
+                    || m.contains("broken pipe")
+                    || m.contains("closed")
             }
             _ => false,
         },
@@ -150,4 +154,49 @@ fn is_tls_rejection(e: &(dyn std::error::Error + 'static)) -> bool {
         next = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: tonic::Code, msg: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, msg))
+    }
+
+    #[test]
+    fn unreachable_members_are_retried_but_answers_are_not() {
+        assert!(is_unavailable(&status(
+            tonic::Code::Unavailable,
+            "tcp connect error"
+        )));
+        assert!(is_unavailable(&status(
+            tonic::Code::Unavailable,
+            "etcdserver: no leader"
+        )));
+        assert!(is_unavailable(&status(
+            tonic::Code::Unknown,
+            "transport error"
+        )));
+        assert!(is_unavailable(&status(
+            tonic::Code::Cancelled,
+            "operation was canceled: connection closed"
+        )));
+        assert!(!is_unavailable(&status(
+            tonic::Code::InvalidArgument,
+            "etcdserver: authentication failed, invalid user ID or password"
+        )));
+        assert!(!is_unavailable(&status(
+            tonic::Code::PermissionDenied,
+            "etcdserver: permission denied"
+        )));
+        assert!(!is_unavailable(&status(
+            tonic::Code::NotFound,
+            "etcdserver: requested lease not found"
+        )));
+        assert!(!is_unavailable(&status(
+            tonic::Code::Unavailable,
+            "invalid peer certificate: UnknownIssuer"
+        )));
+    }
 }
