@@ -668,3 +668,100 @@ fn wait_returns_when_the_sidecar_acquires() {
     assert!(status.success());
     eprintln!("wait returned {:?} after the release", released.elapsed());
 }
+
+#[test]
+fn second_signal_exits_at_once_during_a_drain() {
+    let cluster = EtcdCluster::single();
+    let lock = unique_name("drain");
+    let mut s = Sidecar::start(
+        &cluster.endpoints(),
+        &lock,
+        "d",
+        "5s",
+        &["--drain-delay", "20s"],
+    );
+    s.wait_ready(Duration::from_secs(10));
+    s.signal("TERM");
+    // Readiness goes off at once, before the drain delay.
+    let started = Instant::now();
+    while s.ready() == Some(true) {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still ready after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(s.status()["state"], "stopping");
+    assert!(
+        s.wait_exit(Duration::from_millis(500)).is_none(),
+        "drains first"
+    );
+    s.signal("INT");
+    let exit = s
+        .wait_exit(Duration::from_secs(2))
+        .expect("second signal exits at once");
+    assert_eq!(exit.code(), Some(130));
+}
+
+#[test]
+fn exec_forwards_signals_to_the_child() {
+    let cluster = EtcdCluster::single();
+    let lock = unique_name("execsig");
+    let dir = tempfile::tempdir().unwrap();
+    let started_marker = dir.path().join("started");
+    let usr1_marker = dir.path().join("usr1");
+    let script = format!(
+        "trap 'echo got > {}' USR1; trap 'exit 5' TERM; touch {}; while true; do sleep 0.05; done",
+        usr1_marker.display(),
+        started_marker.display()
+    );
+    let mut child = Command::new(lockkeeper_bin())
+        .args([
+            "exec",
+            "--etcd-endpoints",
+            &cluster.endpoints().join(","),
+            "--lock",
+            &lock,
+            "--ttl",
+            "3s",
+        ])
+        .args(["--", "sh", "-c", &script])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !started_marker.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "child never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    kill("-USR1");
+    let started = Instant::now();
+    while !usr1_marker.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "SIGUSR1 not forwarded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill("-TERM");
+    let status = wait_child(&mut child, Duration::from_secs(10));
+    assert_eq!(
+        status.code(),
+        Some(5),
+        "SIGTERM forwarded; the child's code passed through"
+    );
+    assert!(
+        etcd_keys(&cluster, &format!("/locks/{lock}/")).is_empty(),
+        "released"
+    );
+}
