@@ -545,22 +545,7 @@ fn exec_runs_the_child_only_while_holding_and_passes_its_exit_code() {
         "echo \"$LOCKKEEPER_FENCING_TOKEN $LOCKKEEPER_LOCK_KEY $LOCKKEEPER_LEASE_ID\" > {}; exit 7",
         out.display()
     );
-    let mut child = Command::new(lockkeeper_bin())
-        .args([
-            "exec",
-            "--etcd-endpoints",
-            &cluster.endpoints().join(","),
-            "--lock",
-            &lock,
-            "--ttl",
-            "3s",
-            "--identity",
-            "exec-1",
-        ])
-        .args(["--", "sh", "-c", &script])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_exec(&cluster, &lock, &["--identity", "exec-1"], &script);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
         !out.exists(),
@@ -595,27 +580,10 @@ fn exec_stops_the_child_when_the_lock_is_lost() {
         "trap 'echo stopped > {}; exit 3' TERM; while true; do sleep 0.05; done",
         marker.display()
     );
-    let mut child = Command::new(lockkeeper_bin())
-        .args([
-            "exec",
-            "--etcd-endpoints",
-            &cluster.endpoints().join(","),
-            "--lock",
-            &lock,
-            "--ttl",
-            "3s",
-            "--kill-after",
-            "2s",
-        ])
-        .args(["--", "sh", "-c", &script])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while etcd_keys(&cluster, &format!("/locks/{lock}/")).is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut child = spawn_exec(&cluster, &lock, &["--kill-after", "2s"], &script);
+    wait_for(Duration::from_secs(10), "the lock is held", || {
+        !etcd_keys(&cluster, &format!("/locks/{lock}/")).is_empty()
+    });
     std::thread::sleep(Duration::from_millis(500));
     // An operator deletes the holder's key: the lock is lost.
     let out = cluster
@@ -627,6 +595,38 @@ fn exec_stops_the_child_when_the_lock_is_lost() {
     let status = wait_child(&mut child, Duration::from_secs(10));
     assert!(marker.exists(), "the child got SIGTERM");
     assert_eq!(status.code(), Some(3), "the child's exit code");
+}
+
+/// Starts `lockkeeper exec` on `lock` with extra flags, running `sh -c script` as the child.
+fn spawn_exec(
+    cluster: &EtcdCluster,
+    lock: &str,
+    extra: &[&str],
+    script: &str,
+) -> std::process::Child {
+    Command::new(lockkeeper_bin())
+        .args([
+            "exec",
+            "--etcd-endpoints",
+            &cluster.endpoints().join(","),
+            "--lock",
+            lock,
+        ])
+        .args(["--ttl", "3s"])
+        .args(extra)
+        .args(["--", "sh", "-c", script])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `cond` holds, failing with `what` after `limit`.
+fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn wait_child(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
@@ -715,28 +715,10 @@ fn exec_forwards_signals_to_the_child() {
         usr1_marker.display(),
         started_marker.display()
     );
-    let mut child = Command::new(lockkeeper_bin())
-        .args([
-            "exec",
-            "--etcd-endpoints",
-            &cluster.endpoints().join(","),
-            "--lock",
-            &lock,
-            "--ttl",
-            "3s",
-        ])
-        .args(["--", "sh", "-c", &script])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !started_marker.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "child never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = spawn_exec(&cluster, &lock, &[], &script);
+    wait_for(Duration::from_secs(10), "the child started", || {
+        started_marker.exists()
+    });
     let kill = |sig: &str| {
         assert!(Command::new("kill")
             .args([sig, &child.id().to_string()])
@@ -745,14 +727,9 @@ fn exec_forwards_signals_to_the_child() {
             .success());
     };
     kill("-USR1");
-    let started = Instant::now();
-    while !usr1_marker.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "SIGUSR1 not forwarded"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(Duration::from_secs(5), "SIGUSR1 forwarded", || {
+        usr1_marker.exists()
+    });
     kill("-TERM");
     let status = wait_child(&mut child, Duration::from_secs(10));
     assert_eq!(
