@@ -37,11 +37,17 @@ impl ConfigError {
     /// The process exit code for invalid configuration (the same as clap's usage errors).
     pub const EXIT_CODE: i32 = 2;
 
-    /// An error for `field`; line breaks in `message` are folded so the error stays on one line.
+    /// An error for `field`; line breaks in the field and the message are folded so the error
+    /// stays on one line, and an empty field (an empty YAML key) is shown as `""`.
     pub fn new(field: impl Into<String>, message: impl fmt::Display) -> Self {
         let message = message.to_string().replace(['\r', '\n'], " ");
+        let field = field.into().replace(['\r', '\n'], " ");
         Self {
-            field: field.into(),
+            field: if field.is_empty() {
+                "\"\"".into()
+            } else {
+                field
+            },
             message,
         }
     }
@@ -410,6 +416,8 @@ pub struct Config {
     pub log_level: String,
     /// JSON-lines file receiving audit events.
     pub audit_file: Option<PathBuf>,
+    /// Testing aid: JSON-lines readiness history (`--history-file`, flag and environment only).
+    pub history_file: Option<PathBuf>,
     /// Time between readiness off and releasing the lock on shutdown (default 0s).
     pub drain_delay: Duration,
     /// Bound on the whole shutdown (default 10s).
@@ -658,6 +666,7 @@ fn resolve(
         log_format,
         log_level,
         audit_file,
+        history_file: args.history_file.clone(),
         drain_delay,
         shutdown_timeout,
         kube,

@@ -405,7 +405,9 @@ impl Keeper {
     /// One keepalive: one request on a stream that has no other request outstanding, so the
     /// answer belongs to this send instant.
     async fn round(&self, stream: &mut Option<KeepAlive>) -> Round {
-        let per_round = self.interval.max(Duration::from_millis(500));
+        // Half an interval: a member that hangs (paused, partitioned) costs one short round, and
+        // the retry can reach another member well before the deadline.
+        let per_round = (self.interval / 2).max(Duration::from_millis(300));
         if stream.is_none() {
             let id = self.lease.0;
             let mut client = self.etcd.client().clone();
