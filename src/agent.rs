@@ -277,6 +277,7 @@ impl Agent {
                     _ => Loss::DeadlineMissed,
                 };
             };
+            crate::history::deadline(me.revision, deadline); // before readiness extends
             self.status.send_if_modified(|st| {
                 st.deadline = Some(deadline);
                 false // a renewal is not a transition
@@ -339,7 +340,11 @@ impl Agent {
     // === status transitions ===
 
     fn transition(&self, state: AgentState, f: impl FnOnce(&mut Status)) {
+        let mut left_held = None;
         self.status.send_modify(|st| {
+            if st.state == AgentState::Held && state != AgentState::Held {
+                left_held = Some(st.fencing_token);
+            }
             if st.state != state {
                 st.since = SystemTime::now();
             }
@@ -350,6 +355,9 @@ impl Agent {
             }
             f(st);
         });
+        if let Some(token) = left_held {
+            crate::history::unready(token, state.as_str()); // after readiness is off
+        }
         tracing::debug!(state = state.as_str(), "agent state");
     }
 
@@ -369,6 +377,8 @@ impl Agent {
     fn held(&mut self, me: &Contender, s: &Session, waited: Duration) {
         let deadline = s.state().deadline();
         self.backoff.reset();
+        // Testing aid (--history-file): stamped before readiness can turn true.
+        crate::history::ready(me.revision, deadline);
         // Set the deadline together with the state: readiness is never true without one.
         self.transition(AgentState::Held, |st| {
             st.deadline = deadline;

@@ -177,6 +177,11 @@ pub struct LockArgs {
     #[arg(long, env = "LOCKKEEPER_AUDIT_LOG", value_name = "FILE", help_heading = SERVE)]
     pub audit_log: Option<PathBuf>,
 
+    /// Testing aid: append readiness events, stamped on the raw monotonic clock, to this file
+    /// as JSON lines (see docs/safety.md).
+    #[arg(long, env = "LOCKKEEPER_HISTORY_FILE", value_name = "FILE", hide = true, help_heading = SERVE)]
+    pub history_file: Option<PathBuf>,
+
     /// On shutdown, wait this long between dropping readiness and releasing the lock, so
     /// traffic drains first [default: 0s].
     #[arg(long, env = "LOCKKEEPER_DRAIN_DELAY", value_name = "DURATION", value_parser = parse_duration, help_heading = SERVE)]

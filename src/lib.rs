@@ -40,6 +40,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod exec;
+pub mod history;
 pub mod http;
 pub mod kubernetes;
 pub mod metrics;

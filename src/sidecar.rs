@@ -143,6 +143,15 @@ pub fn first_signal() -> impl std::future::Future<Output = ()> {
 
 /// `lockkeeper run`: hold the configured lock until a signal; returns the exit code.
 pub async fn run(cfg: Config) -> i32 {
+    if let Some(path) = &cfg.history_file {
+        if let Err(e) = crate::history::install(path) {
+            eprintln!(
+                "lockkeeper: cannot open the history file {}: {e}",
+                path.display()
+            );
+            return EXIT_STARTUP;
+        }
+    }
     let parts = build(&cfg);
     let http = match start_http(&cfg, &parts).await {
         Ok(h) => h,

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod etcd;
+pub mod fault;
 mod http;
 mod proxy;
 mod sidecar;
