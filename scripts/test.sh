@@ -35,4 +35,7 @@ cargo test --doc
 step "Helm chart, rendered manifests, compose file"
 bash scripts/check-chart.sh
 
+step "benchmark smoke run (exercises every measurement; asserts nothing about speed)"
+bash scripts/bench.sh --smoke
+
 step "all checks passed"

@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# lockkeeper side by side with etcd's own lock (`etcdctl lock`), python-etcd3's Lock and the floor
+# (bare etcd requests), on one local 3-member etcd cluster, in one run (issue 5).
+#
+#   scripts/bench.sh                 full run: release build, writes docs/benchmarks.md and
+#                                    docs/img/benchmarks.svg (about 10 minutes on 2 cores)
+#   scripts/bench.sh --smoke         what CI runs: tiny iteration counts, debug build, every code
+#                                    path once; writes to target/lockbench-smoke/; fails if any
+#                                    path breaks, asserts nothing about speed
+#   scripts/bench.sh --only handoff,failover    some phases only (see benches/lockbench/main.rs)
+#   LOCKBENCH_ARGS="--ns 10,100" scripts/bench.sh --smoke --only contention   extra lockbench flags
+#
+# Installs what is missing: etcd and etcdctl (Debian's etcd-server / etcd-client, through
+# scripts/install-deps.sh) and python-etcd3 in a virtualenv under .tools/bench-venv, pinned as
+# PEERS.md says (protobuf<3.21, tenacity==6.3.1). Everything it starts is stopped on exit.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+SMOKE=0
+ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) SMOKE=1 ;;
+    --only)
+      [ $# -ge 2 ] || { echo "bench: --only needs a value" >&2; exit 2; }
+      ONLY=$2
+      shift
+      ;;
+    -h | --help)
+      sed -n '2,16p' "$0"
+      exit 0
+      ;;
+    *)
+      echo "bench: unknown argument $1 (try --help)" >&2
+      exit 2
+      ;;
+  esac
+  shift
+done
+
+if [ -d "${HOME:-/nonexistent}/.cargo/bin" ]; then
+  PATH="$HOME/.cargo/bin:$PATH"
+fi
+log() { printf 'bench: %s\n' "$*" >&2; }
+T_START=$(date +%s)
+
+# --- peers -----------------------------------------------------------------------------------
+log "checking tools (etcd, etcdctl, protoc, ...)"
+bash scripts/install-deps.sh >&2
+ETCDCTL=$(command -v etcdctl)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
+    log "not root and no sudo: cannot run $*"
+    return 1
+  fi
+}
+
+PY=${PYTHON:-python3}
+if ! command -v "$PY" >/dev/null 2>&1 || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  log "installing python3 and python3-venv (Debian)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -q update >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends python3 python3-venv >&2
+  PY=python3
+fi
+
+VENV="$ROOT/.tools/bench-venv"
+venv_ok() {
+  [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - <<'EOF' >/dev/null 2>&1
+import importlib.metadata as m
+import etcd3  # noqa: F401
+assert m.version("etcd3") == "0.12.0"
+assert m.version("tenacity") == "6.3.1"
+assert tuple(int(x) for x in m.version("protobuf").split(".")[:2]) < (3, 21)
+EOF
+}
+if venv_ok; then
+  log "python-etcd3 present in .tools/bench-venv"
+else
+  log "installing python-etcd3 into .tools/bench-venv"
+  rm -rf "$VENV"
+  mkdir -p "$ROOT/.tools"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    'etcd3==0.12.0' 'protobuf<3.21' 'tenacity==6.3.1' >&2
+  venv_ok || { log "python-etcd3 does not import after installing it"; exit 1; }
+fi
+
+# --- build -----------------------------------------------------------------------------------
+if [ "$SMOKE" = 1 ]; then
+  PROFILE_ARGS=(--profile dev)
+  BUILD_ARGS=()
+  BIN_DIR=debug
+  OUT_DIR="$ROOT/target/lockbench-smoke"
+  OUT="$OUT_DIR/benchmarks.md"
+  CHART="$OUT_DIR/img/benchmarks.svg"
+else
+  # The release profile for the benchmark too (not cargo's `bench` profile), so that lockkeeper
+  # itself is compiled once for both.
+  PROFILE_ARGS=(--profile release)
+  BUILD_ARGS=(--release)
+  BIN_DIR=release
+  OUT="docs/benchmarks.md"
+  CHART="docs/img/benchmarks.svg"
+fi
+log "building the benchmark and lockkeeper ($BIN_DIR)"
+BENCH=$(cargo bench --quiet "${PROFILE_ARGS[@]}" --bench lockbench --no-run --message-format=json |
+  "$PY" -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "lockbench" and m.get("executable"):
+        print(m["executable"])
+')
+[ -x "$BENCH" ] || { log "could not find the lockbench executable"; exit 1; }
+# Last, so that target/*/lockkeeper is the binary users build (without the dev-dependencies'
+# feature unification that building a bench target brings).
+cargo build --quiet "${BUILD_ARGS[@]}" --bin lockkeeper
+LOCKKEEPER="$ROOT/target/$BIN_DIR/lockkeeper"
+T_BUILT=$(date +%s)
+log "build done in $((T_BUILT - T_START)) s"
+
+# --- cluster ---------------------------------------------------------------------------------
+WORK=$(mktemp -d -t lockbench-etcd.XXXXXX)
+PIDS=()
+BENCH_PID=""
+cleanup() {
+  local pid _
+  if [ -n "$BENCH_PID" ]; then
+    kill -TERM "$BENCH_PID" 2>/dev/null || true
+    wait "$BENCH_PID" 2>/dev/null || true
+  fi
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+declare -a CLIENT PEER
+for i in 0 1 2; do CLIENT[$i]=$(free_port); PEER[$i]=$(free_port); done
+INITIAL="m0=http://127.0.0.1:${PEER[0]},m1=http://127.0.0.1:${PEER[1]},m2=http://127.0.0.1:${PEER[2]}"
+for i in 0 1 2; do
+  etcd --name "m$i" --data-dir "$WORK/m$i" \
+    --listen-client-urls "http://127.0.0.1:${CLIENT[$i]}" --advertise-client-urls "http://127.0.0.1:${CLIENT[$i]}" \
+    --listen-peer-urls "http://127.0.0.1:${PEER[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${PEER[$i]}" \
+    --initial-cluster "$INITIAL" --initial-cluster-state new --initial-cluster-token lockbench \
+    --logger zap --log-outputs "$WORK/etcd-m$i.log" >/dev/null 2>&1 &
+  PIDS+=($!)
+  disown "$!" # no job-status line when cleanup stops it
+done
+ENDPOINTS="http://127.0.0.1:${CLIENT[0]},http://127.0.0.1:${CLIENT[1]},http://127.0.0.1:${CLIENT[2]}"
+healthy=0
+for _ in $(seq 1 150); do
+  if ETCDCTL_API=3 etcdctl --endpoints "$ENDPOINTS" endpoint health >/dev/null 2>&1; then
+    healthy=1
+    break
+  fi
+  sleep 0.2
+done
+if [ "$healthy" != 1 ]; then
+  log "the etcd cluster did not become healthy; log tails:"
+  tail -n 20 "$WORK"/etcd-m*.log >&2 || true
+  exit 1
+fi
+FSTYPE=$(df -T "$WORK" 2>/dev/null | awk 'NR == 2 { print $2 }')
+log "3-member etcd cluster up: $ENDPOINTS (data on ${FSTYPE:-?})"
+
+# --- measure ---------------------------------------------------------------------------------
+COMMAND="scripts/bench.sh"
+ARGS=()
+if [ "$SMOKE" = 1 ]; then
+  COMMAND+=" --smoke"
+  ARGS+=(--smoke)
+fi
+if [ -n "$ONLY" ]; then
+  COMMAND+=" --only $ONLY"
+  ARGS+=(--only "$ONLY")
+fi
+rc=0
+"$BENCH" --endpoints "$ENDPOINTS" \
+  --lockkeeper "$LOCKKEEPER" --etcdctl "$ETCDCTL" \
+  --python "$VENV/bin/python" --pylock "$ROOT/scripts/bench_peers/pylock.py" \
+  --out "$OUT" --chart "$CHART" --command "$COMMAND" \
+  --cluster-note "3 etcd members on 127.0.0.1 (loopback), etcd's default heartbeat 100 ms / election 1 s, data dirs on ${FSTYPE:-?}" \
+  "${ARGS[@]}" ${LOCKBENCH_ARGS:-} & # LOCKBENCH_ARGS: word splitting wanted
+BENCH_PID=$!
+wait "$BENCH_PID" || rc=$?
+BENCH_PID=""
+T_END=$(date +%s)
+log "finished in $((T_END - T_START)) s (build $((T_BUILT - T_START)) s), exit code $rc"
+exit "$rc"
