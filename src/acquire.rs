@@ -226,7 +226,7 @@ pub(crate) async fn acquire_observed(
             // Keep the lease alive while we wait; whether to keep renewing once held is
             // decided below.
             let waiting = opts.session.clone().with_renewal(true);
-            Some(bounded(deadline, name, started, Session::grant(etcd, &waiting)).await?)
+            Some(lock::bounded(deadline, name, started, Session::grant(etcd, &waiting)).await?)
         }
     };
     let lease = opts
@@ -235,7 +235,7 @@ pub(crate) async fn acquire_observed(
         .expect("a lease either given or granted");
     audit::attempt(name, &opts.identity, lease, opts.timeout);
 
-    let queued = bounded(deadline, name, started, async {
+    let queued = lock::bounded(deadline, name, started, async {
         let (me, owner) = lock::enqueue(etcd, &opts.prefix, name, lease, &opts.identity).await?;
         if owner.as_ref().map(|o| o.revision) != Some(me.revision) {
             if let Some(p) = progress {
@@ -301,21 +301,6 @@ async fn wait_while_trusted(
         _ = lease.wait_for(|s| matches!(s, LeaseState::Lost(_))) => {
             Err(Error::LeaseExpired { lease: me.lease.0 })
         }
-    }
-}
-
-async fn bounded<T>(
-    deadline: Option<Instant>,
-    name: &str,
-    started: Instant,
-    fut: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    match deadline {
-        None => fut.await,
-        Some(d) => match tokio::time::timeout_at(d, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout(started.elapsed(), name.to_owned())),
-        },
     }
 }
 

@@ -15,9 +15,9 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use crate::lock::{self, Contender, Owner};
 use crate::metrics::Metrics;
-use crate::session::{LeaseLoss, LeaseState, Session, SessionOptions};
+use crate::session::{LeaseState, Session, SessionOptions};
 use crate::status::{AgentState, Status};
-use crate::{audit, Error, Etcd, EtcdOptions, LockOptions};
+use crate::{audit, Error, Etcd, EtcdOptions, LockOptions, LossReason};
 
 /// Everything the agent needs to run.
 #[derive(Clone, Debug)]
@@ -36,31 +36,6 @@ pub struct AgentConfig {
     pub shutdown_timeout: Duration,
     /// Longest pause between retries after an error or a loss.
     pub max_backoff: Duration,
-}
-
-/// Why holding ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Loss {
-    /// etcd answered a keepalive with TTL ≤ 0.
-    LeaseExpired,
-    /// No keepalive acknowledged before the local deadline.
-    DeadlineMissed,
-    /// A watch saw our key deleted.
-    KeyDeleted,
-    /// A linearizable read found our key gone or recreated.
-    KeyChanged,
-}
-
-impl Loss {
-    /// Stable label (metrics `reason`, `/status` `last_loss`, audit log).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Loss::LeaseExpired => "lease_expired",
-            Loss::DeadlineMissed => "deadline_missed",
-            Loss::KeyDeleted => "key_deleted",
-            Loss::KeyChanged => "key_changed",
-        }
-    }
 }
 
 /// The agent. Create with [`Agent::new`], subscribe to its status, then [`Agent::run`].
@@ -158,7 +133,7 @@ impl Agent {
             if let Err(e) = lock::release(&etcd, &me).await {
                 tracing::warn!(key = %me.key, error = %e, "could not delete our key after losing the lock");
             }
-            if loss != Loss::KeyDeleted && loss != Loss::KeyChanged {
+            if loss != LossReason::KeyDeleted && loss != LossReason::KeyChanged {
                 if let Some(old) = session.take() {
                     tokio::spawn(revoke_quietly(old));
                 }
@@ -255,7 +230,7 @@ impl Agent {
 
     /// Holds until the lock is lost; returns why. The local deadline is enforced here as well
     /// as in the session, and in `Status::is_ready` at read time.
-    async fn hold(&mut self, etcd: &Etcd, me: &Contender, s: &Session) -> Loss {
+    async fn hold(&mut self, etcd: &Etcd, me: &Contender, s: &Session) -> LossReason {
         let mut lease = s.subscribe();
         let mut key_gone = pin!(lock::wait_for_deletion(
             etcd,
@@ -271,11 +246,9 @@ impl Agent {
         let mut check = tokio::time::interval_at(Instant::now() + check_every, check_every);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Some(deadline) = lease.borrow().deadline() else {
-                return match *lease.borrow() {
-                    LeaseState::Lost(LeaseLoss::Expired) => Loss::LeaseExpired,
-                    _ => Loss::DeadlineMissed,
-                };
+            let deadline = match *lease.borrow() {
+                LeaseState::Alive { deadline, .. } => deadline,
+                LeaseState::Lost(loss) => return loss.into(),
             };
             crate::history::deadline(me.revision, deadline); // before readiness extends
             self.status.send_if_modified(|st| {
@@ -284,12 +257,12 @@ impl Agent {
             });
             tokio::select! {
                 biased;
-                _ = sleep_until(deadline) => return Loss::DeadlineMissed,
-                changed = lease.changed() => if changed.is_err() { return Loss::DeadlineMissed },
-                gone = &mut key_gone => if gone.is_ok() { return Loss::KeyDeleted },
+                _ = sleep_until(deadline) => return LossReason::DeadlineMissed,
+                changed = lease.changed() => if changed.is_err() { return LossReason::DeadlineMissed },
+                gone = &mut key_gone => if gone.is_ok() { return LossReason::KeyDeleted },
                 _ = check.tick() => match lock::read_key(etcd, &me.key).await {
                     Ok((Some(rev), _)) if rev == me.revision => {}
-                    Ok(_) => return Loss::KeyChanged,
+                    Ok(_) => return LossReason::KeyChanged,
                     Err(e) => tracing::warn!(key = %me.key, error = %e, "periodic ownership check failed"),
                 },
             }
@@ -392,7 +365,7 @@ impl Agent {
         audit::acquired(me, waited);
     }
 
-    fn lost(&self, me: &Contender, loss: Loss) {
+    fn lost(&self, me: &Contender, loss: LossReason) {
         // Local first: readiness is off the moment this returns.
         self.transition(AgentState::Lost, |st| {
             st.last_loss = Some(loss.as_str().to_owned());

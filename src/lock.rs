@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse, WatchOptions,
 };
 use tokio::time::{timeout_at, Instant};
 
@@ -70,6 +70,16 @@ pub struct Owner {
     pub identity: String,
 }
 
+impl Owner {
+    fn from_kv(kv: &KeyValue) -> Owner {
+        Owner {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            revision: kv.create_revision(),
+            identity: String::from_utf8_lossy(kv.value()).into_owned(),
+        }
+    }
+}
+
 /// Puts our key in the queue (or finds it there) and reads the current owner, in one transaction.
 /// Returns our contender record and the owner at that revision.
 pub async fn enqueue(
@@ -125,11 +135,7 @@ pub async fn enqueue(
         return Err(Error::KeyLost(key));
     }
     let owner = match ops.get(1) {
-        Some(TxnOpResponse::Get(g)) => g.kvs().first().map(|kv| Owner {
-            key: String::from_utf8_lossy(kv.key()).into_owned(),
-            revision: kv.create_revision(),
-            identity: String::from_utf8_lossy(kv.value()).into_owned(),
-        }),
+        Some(TxnOpResponse::Get(g)) => g.kvs().first().map(Owner::from_kv),
         _ => None,
     };
     Ok((
@@ -217,11 +223,7 @@ pub async fn queue_position(etcd: &Etcd, me: &Contender) -> Result<(u64, Option<
         Some(TxnOpResponse::Get(mut g)) => g.take_kvs(),
         _ => Vec::new(),
     };
-    let owner = ahead.first().map(|kv| Owner {
-        key: String::from_utf8_lossy(kv.key()).into_owned(),
-        revision: kv.create_revision(),
-        identity: String::from_utf8_lossy(kv.value()).into_owned(),
-    });
+    let owner = ahead.first().map(Owner::from_kv);
     Ok((ahead.len() as u64, owner))
 }
 
@@ -234,12 +236,29 @@ pub async fn wait_for_deletion(
     from_revision: i64,
     deadline: Option<Instant>,
 ) -> Result<i64> {
-    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-    let until = deadline.unwrap_or(far);
-    let started = Instant::now();
-    match timeout_at(until, wait_for_deletion_inner(etcd, key, from_revision)).await {
-        Ok(r) => r,
-        Err(_) => Err(Error::Timeout(started.elapsed(), key.to_owned())),
+    bounded(
+        deadline,
+        key,
+        Instant::now(),
+        wait_for_deletion_inner(etcd, key, from_revision),
+    )
+    .await
+}
+
+/// Runs `fut` until `deadline` (if any); past it, fails with [`Error::Timeout`] naming `what`
+/// and the time since `started`.
+pub(crate) async fn bounded<T>(
+    deadline: Option<Instant>,
+    what: &str,
+    started: Instant,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match deadline {
+        None => fut.await,
+        Some(d) => match timeout_at(d, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout(started.elapsed(), what.to_owned())),
+        },
     }
 }
 

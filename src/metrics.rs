@@ -16,6 +16,7 @@ use prometheus::{
 };
 
 use crate::etcd::Observer;
+use crate::mutex::LossReason;
 use crate::status::{AgentState, Status};
 
 /// Every state, so `lockkeeper_state` always exposes all five series.
@@ -25,15 +26,6 @@ const STATES: [AgentState; 5] = [
     AgentState::Held,
     AgentState::Lost,
     AgentState::Stopping,
-];
-
-/// Loss reasons the agent reports (`agent::Loss::as_str`), pre-created at 0 so `increase()`
-/// works from the first loss. Other reasons still get their own series when they occur.
-const LOSS_REASONS: [&str; 4] = [
-    "lease_expired",
-    "deadline_missed",
-    "key_deleted",
-    "key_changed",
 ];
 
 /// etcd operations every contender issues first (`etcd::Etcd::call` op names), pre-created so
@@ -100,8 +92,9 @@ impl Metrics {
             "Times the lock was lost while held, by reason.",
             &["reason"],
         );
-        for reason in LOSS_REASONS {
-            losses.with_label_values(&[reason]);
+        // Pre-created at 0 so `increase()` works from the first loss.
+        for reason in LossReason::ALL {
+            losses.with_label_values(&[reason.as_str()]);
         }
         let state = reg.int_gauge_vec(
             "lockkeeper_state",

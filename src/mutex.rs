@@ -20,8 +20,10 @@ pub enum LossReason {
     LeaseExpired,
     /// No keepalive was acknowledged before the local deadline (or renewal was off).
     DeadlineMissed,
-    /// Our key was deleted (or replaced) by someone else.
+    /// A watch saw our key deleted by someone else.
     KeyDeleted,
+    /// A linearizable read found our key gone or recreated with another revision.
+    KeyChanged,
 }
 
 impl LossReason {
@@ -31,6 +33,25 @@ impl LossReason {
             LossReason::LeaseExpired => "lease_expired",
             LossReason::DeadlineMissed => "deadline_missed",
             LossReason::KeyDeleted => "key_deleted",
+            LossReason::KeyChanged => "key_changed",
+        }
+    }
+
+    /// Every reason, for exporters that pre-create one series per reason.
+    pub const ALL: [LossReason; 4] = [
+        LossReason::LeaseExpired,
+        LossReason::DeadlineMissed,
+        LossReason::KeyDeleted,
+        LossReason::KeyChanged,
+    ];
+}
+
+impl From<LeaseLoss> for LossReason {
+    /// etcd saying the lease is gone is an expiry; anything else is a missed local deadline.
+    fn from(loss: LeaseLoss) -> Self {
+        match loss {
+            LeaseLoss::Expired => LossReason::LeaseExpired,
+            LeaseLoss::DeadlineMissed | LeaseLoss::Revoked => LossReason::DeadlineMissed,
         }
     }
 }
@@ -293,8 +314,7 @@ fn spawn_monitor(
                             _ => false,
                         });
                     }
-                    LeaseState::Lost(LeaseLoss::Expired) => return LossReason::LeaseExpired,
-                    LeaseState::Lost(_) => return LossReason::DeadlineMissed,
+                    LeaseState::Lost(loss) => return loss.into(),
                 }
                 if lease.changed().await.is_err() {
                     return LossReason::DeadlineMissed;

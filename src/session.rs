@@ -261,14 +261,7 @@ impl Session {
 
     /// Flips the local state to lost without any network call.
     pub fn mark_lost(&self, why: LeaseLoss) {
-        self.state_tx.send_if_modified(|s| {
-            if matches!(s, LeaseState::Lost(_)) {
-                false
-            } else {
-                *s = LeaseState::Lost(why);
-                true
-            }
-        });
+        mark_lost(&self.state_tx, why);
     }
 }
 
@@ -276,6 +269,19 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Sets the state to `Lost(why)` unless it is lost already (the first reason wins, and lost is
+/// final). Returns whether it changed.
+fn mark_lost(state: &watch::Sender<LeaseState>, why: LeaseLoss) -> bool {
+    state.send_if_modified(|s| {
+        if matches!(s, LeaseState::Lost(_)) {
+            false
+        } else {
+            *s = LeaseState::Lost(why);
+            true
+        }
+    })
 }
 
 /// What [`safe_revoke`] found.
@@ -441,15 +447,7 @@ impl Keeper {
     }
 
     fn lose(&self, why: LeaseLoss) {
-        let changed = self.state.send_if_modified(|s| {
-            if matches!(s, LeaseState::Lost(_)) {
-                false
-            } else {
-                *s = LeaseState::Lost(why);
-                true
-            }
-        });
-        if changed {
+        if mark_lost(&self.state, why) {
             tracing::info!(lease = %self.lease, reason = why.as_str(), "lease no longer trusted");
         }
     }
