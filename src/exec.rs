@@ -31,6 +31,13 @@ pub async fn run(cfg: Config, command: Vec<OsString>) -> i32 {
         eprintln!("lockkeeper: exec needs a command after --");
         return 2;
     };
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lockkeeper: cannot install signal handlers: {e}");
+            return sidecar::EXIT_STARTUP;
+        }
+    };
     let parts = sidecar::build(&cfg);
     let http = match sidecar::start_http(&cfg, &parts).await {
         Ok(h) => h,
@@ -45,63 +52,53 @@ pub async fn run(cfg: Config, command: Vec<OsString>) -> i32 {
     let agent = tokio::spawn(parts.agent.run(async move {
         let _ = stop_rx.await;
     }));
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("lockkeeper: cannot install signal handlers: {e}");
-            return sidecar::EXIT_STARTUP;
-        }
-    };
 
-    // 1. Wait for the lock (or a signal).
+    let code = while_held(program, args, &mut status, &mut signals, &cfg).await;
+
+    // Whatever ended it: release, let the observers publish it, exit with the code.
+    let _ = stop_agent.send(());
+    let _ = agent.await;
+    sidecar::finish(kube, http, cfg.shutdown_timeout).await;
+    code
+}
+
+/// Waits for the lock (or a signal), then runs the child while held; returns the exit code.
+async fn while_held(
+    program: &OsString,
+    args: &[OsString],
+    status: &mut watch::Receiver<Status>,
+    signals: &mut Signals,
+    cfg: &Config,
+) -> i32 {
     let held = loop {
         if status.borrow().is_ready() {
             break status.borrow().clone();
         }
         tokio::select! {
-            r = status.changed() => if r.is_err() { break status.borrow().clone() },
+            r = status.changed() => if r.is_err() { return 1 },
             sig = signals.recv() => {
                 tracing::info!(signal = ?sig, "signal before the lock was acquired; stopping");
-                let _ = stop_agent.send(());
-                let _ = agent.await;
-                sidecar::finish(kube, http, cfg.shutdown_timeout).await;
                 return 0;
             }
         }
     };
-    if !held.is_ready() {
-        let _ = stop_agent.send(());
-        let _ = agent.await;
-        return 1;
-    }
-
-    // 2. Run the child while held.
     let mut child = match spawn_child(program, args, &held) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("lockkeeper: cannot run {}: {e}", program.to_string_lossy());
-            let _ = stop_agent.send(());
-            let _ = agent.await;
-            sidecar::finish(kube, http, cfg.shutdown_timeout).await;
             return EXIT_CANNOT_RUN;
         }
     };
     let pid = child.id().map(|p| Pid::from_raw(p as i32));
-    let code = supervise(
+    supervise(
         &mut child,
         pid,
-        &mut status,
-        &mut signals,
+        status,
+        signals,
         cfg.safety_margin,
         cfg.kill_after,
     )
-    .await;
-
-    // 3. Child gone: release and exit with its code.
-    let _ = stop_agent.send(());
-    let _ = agent.await;
-    sidecar::finish(kube, http, cfg.shutdown_timeout).await;
-    code
+    .await
 }
 
 fn spawn_child(program: &OsString, args: &[OsString], held: &Status) -> std::io::Result<Child> {
