@@ -5,15 +5,14 @@
 
 mod support;
 
-use std::fs::{self, File};
+use std::fs;
 use std::future::Future;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use lockkeeper::{acquire_lock, release_lock, DistributedLock, EtcdOptions, LockOptions};
-use support::{http_get, unique_name, EtcdCluster, EtcdSetup, TestPki};
+use support::{unique_name, EtcdCluster, EtcdSetup, Sidecar, TestPki};
 
 /// Bound on every library call that is expected to fail: it must fail, not hang.
 const FAIL_WITHIN: Duration = Duration::from_secs(15);
@@ -139,130 +138,6 @@ async fn refused(opts: EtcdOptions, name: &str) -> String {
         err.metric_label()
     );
     text
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local_addr")
-        .port()
-}
-
-/// The real `lockkeeper run` binary with stderr captured in a file.
-struct Sidecar {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Sidecar {
-    fn start(endpoints: &[String], lock: &str, extra: &[&str], env: &[(&str, &str)]) -> Sidecar {
-        let dir = tempfile::tempdir().expect("sidecar dir");
-        let log = dir.path().join("stderr.log");
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockkeeper"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_str().is_some_and(|k| k.starts_with("LOCKKEEPER_")) {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.args(["run", "--etcd-endpoints", &endpoints.join(",")])
-            .args(["--lock", lock, "--identity", "x", "--ttl", "3s"])
-            .args(["--listen", &addr, "--log-format", "json"])
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                File::create(dir.path().join("stdout.log")).unwrap(),
-            ))
-            .stderr(Stdio::from(File::create(&log).unwrap()));
-        let child = cmd.spawn().expect("spawn lockkeeper");
-        Sidecar {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn status(&self, path: &str) -> Option<u16> {
-        http_get(&self.addr, path, Duration::from_secs(1))
-            .ok()
-            .map(|r| r.status)
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_ready(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.status("/readyz") != Some(200) {
-            assert!(
-                self.running(),
-                "sidecar exited: {:?}\n{}",
-                self.child.try_wait(),
-                self.log()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "/readyz not 200 within {limit:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits for the HTTP server, then checks for `period` that `/readyz` answers 503,
-    /// `/livez` 200, and the process keeps running.
-    fn assert_unready_but_live(&mut self, period: Duration) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.status("/livez").is_none() {
-            assert!(self.running(), "sidecar exited:\n{}", self.log());
-            assert!(Instant::now() < deadline, "no HTTP server:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let until = Instant::now() + period;
-        while Instant::now() < until {
-            assert!(self.running(), "sidecar exited:\n{}", self.log());
-            assert_eq!(self.status("/readyz"), Some(503), "{}", self.log());
-            assert_eq!(self.status("/livez"), Some(200), "{}", self.log());
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn sigterm_and_wait(&mut self, limit: Duration) -> ExitStatus {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill failed: {}", std::io::Error::last_os_error());
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sidecar still running {limit:?} after SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn path_str(p: &Path) -> &str {
@@ -509,9 +384,11 @@ async fn sidecar_over_tls_becomes_ready_and_exits_cleanly() {
     let pki = TestPki::generate();
     let cluster = EtcdCluster::single_tls(&pki.etcd_tls());
     let name = unique_name("sidecar-tls");
-    let mut sidecar = Sidecar::start(
+    let mut sidecar = Sidecar::start_with_env(
         &cluster.endpoints(),
         &name,
+        "x",
+        "3s",
         &[
             "--etcd-ca-file",
             path_str(&pki.ca_cert),
@@ -539,9 +416,11 @@ async fn sidecar_with_rogue_client_cert_stays_unready_and_alive() {
     let pki = TestPki::generate();
     let cluster = EtcdCluster::single_tls(&pki.etcd_tls());
     let name = unique_name("sidecar-rogue");
-    let mut sidecar = Sidecar::start(
+    let mut sidecar = Sidecar::start_with_env(
         &cluster.endpoints(),
         &name,
+        "x",
+        "3s",
         &[
             "--etcd-ca-file",
             path_str(&pki.ca_cert),
@@ -565,9 +444,11 @@ async fn sidecar_with_wrong_password_stays_unready_alive_and_quiet_about_it() {
     let cluster = EtcdCluster::single();
     enable_auth(&cluster);
     let name = unique_name("sidecar-auth");
-    let mut sidecar = Sidecar::start(
+    let mut sidecar = Sidecar::start_with_env(
         &cluster.endpoints(),
         &name,
+        "x",
+        "3s",
         &["--etcd-username", "locker"],
         &[("LOCKKEEPER_ETCD_PASSWORD", WRONG_PASSWORD)],
     );
@@ -598,9 +479,11 @@ async fn sidecar_with_password_file_holds_the_lock() {
     let password_file = dir.path().join("password");
     fs::write(&password_file, format!("{LOCKER_PASSWORD}\n")).unwrap();
     let name = unique_name("sidecar-pwfile");
-    let mut sidecar = Sidecar::start(
+    let mut sidecar = Sidecar::start_with_env(
         &cluster.endpoints(),
         &name,
+        "x",
+        "3s",
         &[
             "--etcd-username",
             "locker",

@@ -41,10 +41,29 @@ impl Sidecar {
         ttl: &str,
         extra: &[&str],
     ) -> Sidecar {
+        Self::start_with_env(endpoints, lock, identity, ttl, extra, &[])
+    }
+
+    /// The same, with extra environment variables (the inherited `LOCKKEEPER_*` ones are
+    /// removed so the test alone decides the configuration).
+    pub fn start_with_env(
+        endpoints: &[String],
+        lock: &str,
+        identity: &str,
+        ttl: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Sidecar {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("sidecar.log");
         let port = free_port();
-        let child = Command::new(lockkeeper_bin())
+        let mut cmd = Command::new(lockkeeper_bin());
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| k.starts_with("LOCKKEEPER_")) {
+                cmd.env_remove(key);
+            }
+        }
+        let child = cmd
             .args([
                 "run",
                 "--etcd-endpoints",
@@ -64,6 +83,7 @@ impl Sidecar {
             .env_remove("POD_NAME")
             .env_remove("POD_NAMESPACE")
             .env_remove("KUBERNETES_SERVICE_HOST")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(File::create(dir.path().join("stdout.log")).expect("stdout file"))
             .stderr(File::create(&log).expect("log file"))
@@ -173,6 +193,31 @@ impl Sidecar {
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Sidecar {
+    /// Checks for `period` that `/readyz` answers 503, `/livez` 200 and the process runs.
+    pub fn assert_unready_but_live(&mut self, period: Duration) {
+        let until = Instant::now() + period;
+        while Instant::now() < until {
+            assert!(self.is_running(), "sidecar exited:\n{}", self.log());
+            assert_eq!(self.get("/readyz").0, 503, "{}", self.log());
+            assert_eq!(self.get("/livez").0, 200, "{}", self.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn sigterm_and_wait(&mut self, limit: Duration) -> ExitStatus {
+        self.signal("TERM");
+        match self.wait_exit(limit) {
+            Some(status) => status,
+            None => panic!(
+                "sidecar still running {limit:?} after SIGTERM:\n{}",
+                self.log()
+            ),
+        }
     }
 }
 
