@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lockkeeper::{acquire_lock, release_lock, EtcdOptions, LockOptions};
-use support::{http_request, lockkeeper_bin, unique_name, EtcdCluster, Proxy, Sidecar};
+use support::fault::proxy::FaultProxy;
+use support::{http_request, lockkeeper_bin, unique_name, EtcdCluster, Sidecar};
 
 /// Per sidecar: the (first seen, last seen) instants of each stretch of readiness.
 type Stretches = Vec<Vec<(Instant, Instant)>>;
@@ -232,7 +233,7 @@ fn holder_stays_ready_through_member_deaths() {
 async fn holder_cut_off_from_etcd_steps_down_before_anyone_else_takes_over() {
     let cluster = EtcdCluster::single();
     let lock = unique_name("cutoff");
-    let proxy = Proxy::start(&cluster.endpoint(0));
+    let proxy = FaultProxy::start(&cluster.endpoint(0));
     let a = Sidecar::start(std::slice::from_ref(&proxy.endpoint), &lock, "a", "3s", &[]);
     a.wait_ready(Duration::from_secs(10));
     let b = Sidecar::start(&cluster.endpoints(), &lock, "b", "3s", &[]);
@@ -240,7 +241,7 @@ async fn holder_cut_off_from_etcd_steps_down_before_anyone_else_takes_over() {
     assert_eq!(b.ready(), Some(false));
     let monitor = ReadyMonitor::start(vec![a.addr(), b.addr()]);
     let cut = Instant::now();
-    proxy.set_blackhole(true);
+    proxy.blackhole();
     b.wait_ready(Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(300)); // let the monitor sweep the new holder
     let stretches = monitor.finish();

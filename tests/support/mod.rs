@@ -7,7 +7,6 @@
 mod etcd;
 pub mod fault;
 mod http;
-mod proxy;
 mod sidecar;
 mod tls;
 
@@ -19,8 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub use etcd::{etcd_bin, etcdctl_bin, EtcdCluster, EtcdSetup, EtcdTls};
 #[allow(unused_imports)]
 pub use http::{http_get, http_request, HttpResponse};
-#[allow(unused_imports)]
-pub use proxy::Proxy;
 #[allow(unused_imports)]
 pub use sidecar::{free_port, lockkeeper_bin, Sidecar};
 #[allow(unused_imports)]
