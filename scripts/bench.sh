@@ -147,35 +147,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-declare -a CLIENT PEER
-for i in 0 1 2; do CLIENT[$i]=$(free_port); PEER[$i]=$(free_port); done
-INITIAL="m0=http://127.0.0.1:${PEER[0]},m1=http://127.0.0.1:${PEER[1]},m2=http://127.0.0.1:${PEER[2]}"
-for i in 0 1 2; do
-  etcd --name "m$i" --data-dir "$WORK/m$i" \
-    --listen-client-urls "http://127.0.0.1:${CLIENT[$i]}" --advertise-client-urls "http://127.0.0.1:${CLIENT[$i]}" \
-    --listen-peer-urls "http://127.0.0.1:${PEER[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${PEER[$i]}" \
-    --initial-cluster "$INITIAL" --initial-cluster-state new --initial-cluster-token lockbench \
-    --logger zap --log-outputs "$WORK/etcd-m$i.log" >/dev/null 2>&1 &
-  PIDS+=($!)
-  disown "$!" # no job-status line when cleanup stops it
-done
-ENDPOINTS="http://127.0.0.1:${CLIENT[0]},http://127.0.0.1:${CLIENT[1]},http://127.0.0.1:${CLIENT[2]}"
-healthy=0
-for _ in $(seq 1 150); do
-  if ETCDCTL_API=3 etcdctl --endpoints "$ENDPOINTS" endpoint health >/dev/null 2>&1; then
-    healthy=1
-    break
-  fi
-  sleep 0.2
-done
-if [ "$healthy" != 1 ]; then
-  log "the etcd cluster did not become healthy; log tails:"
-  tail -n 20 "$WORK"/etcd-m*.log >&2 || true
-  exit 1
-fi
+# shellcheck source=scripts/etcd-cluster.sh
+. "$(dirname "${BASH_SOURCE[0]}")/etcd-cluster.sh"
+start_etcd_cluster "$WORK" lockbench || exit 1
 FSTYPE=$(df -T "$WORK" 2>/dev/null | awk 'NR == 2 { print $2 }')
 log "3-member etcd cluster up: $ENDPOINTS (data on ${FSTYPE:-?})"
 

@@ -25,27 +25,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+# shellcheck source=scripts/etcd-cluster.sh
+. "$(dirname "${BASH_SOURCE[0]}")/etcd-cluster.sh"
 
 echo "==> starting a 3-member etcd cluster (data in $WORK)"
-declare -a CLIENT PEER
-for i in 0 1 2; do CLIENT[$i]=$(free_port); PEER[$i]=$(free_port); done
-INITIAL="m0=http://127.0.0.1:${PEER[0]},m1=http://127.0.0.1:${PEER[1]},m2=http://127.0.0.1:${PEER[2]}"
-for i in 0 1 2; do
-  etcd --name "m$i" --data-dir "$WORK/m$i" \
-    --listen-client-urls "http://127.0.0.1:${CLIENT[$i]}" --advertise-client-urls "http://127.0.0.1:${CLIENT[$i]}" \
-    --listen-peer-urls "http://127.0.0.1:${PEER[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${PEER[$i]}" \
-    --initial-cluster "$INITIAL" --initial-cluster-state new --initial-cluster-token lockkeeper-demo \
-    --logger zap --log-outputs "$WORK/etcd-m$i.log" >/dev/null 2>&1 &
-  PIDS+=($!)
-done
-ENDPOINTS="http://127.0.0.1:${CLIENT[0]},http://127.0.0.1:${CLIENT[1]},http://127.0.0.1:${CLIENT[2]}"
-for _ in $(seq 1 100); do
-  if ETCDCTL_API=3 etcdctl --endpoints "$ENDPOINTS" endpoint health >/dev/null 2>&1; then break; fi
-  sleep 0.2
-done
+start_etcd_cluster "$WORK" lockkeeper-demo
 ETCDCTL_API=3 etcdctl --endpoints "$ENDPOINTS" endpoint health
 
 echo
@@ -68,6 +52,7 @@ for n in pod-a pod-b pod-c; do
     --listen "127.0.0.1:$port" --log-format text --log-level info 2>"$WORK/$n.log" &
   SIDECAR_PID[$n]=$!
   PIDS+=($!)
+  disown "$!" # the demo kills some on purpose: no job-status lines
 done
 
 show() {
