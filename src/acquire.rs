@@ -238,8 +238,10 @@ pub(crate) async fn acquire_observed(
     let queued = lock::bounded(deadline, name, started, async {
         let (me, owner) = lock::enqueue(etcd, &opts.prefix, name, lease, &opts.identity).await?;
         if owner.as_ref().map(|o| o.revision) != Some(me.revision) {
-            if let Some(p) = progress {
-                if let Ok((position, owner)) = lock::queue_position(etcd, &me).await {
+            let me = &me;
+            let report = || async move {
+                let Some(p) = progress else { return };
+                if let Ok((position, owner)) = lock::queue_position(etcd, me).await {
                     p.send_replace(Progress::Queued {
                         key: me.key.clone(),
                         lease,
@@ -247,8 +249,8 @@ pub(crate) async fn acquire_observed(
                         holder: owner.map(|o| o.identity),
                     });
                 }
-            }
-            wait_while_trusted(etcd, &me, session.as_ref(), deadline).await?;
+            };
+            wait_while_trusted(etcd, me, session.as_ref(), deadline, report).await?;
         }
         Ok(me)
     })
@@ -285,19 +287,26 @@ pub(crate) async fn acquire_observed(
     }
 }
 
-/// Waits for our turn, but gives up as soon as our own lease can no longer be trusted.
-async fn wait_while_trusted(
+/// Waits for our turn (see [`lock::wait_turn_observed`]), but gives up with
+/// [`Error::LeaseExpired`] as soon as our own lease can no longer be trusted.
+pub(crate) async fn wait_while_trusted<F, Fut>(
     etcd: &Etcd,
     me: &Contender,
     session: Option<&Session>,
     deadline: Option<Instant>,
-) -> Result<()> {
+    on_wait: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let turn = lock::wait_turn_observed(etcd, me, deadline, on_wait);
     let Some(session) = session else {
-        return lock::wait_turn(etcd, me, deadline).await;
+        return turn.await;
     };
     let mut lease = session.subscribe();
     tokio::select! {
-        r = lock::wait_turn(etcd, me, deadline) => r,
+        r = turn => r,
         _ = lease.wait_for(|s| matches!(s, LeaseState::Lost(_))) => {
             Err(Error::LeaseExpired { lease: me.lease.0 })
         }

@@ -13,6 +13,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
+use crate::acquire::wait_while_trusted;
 use crate::lock::{self, Contender, Owner};
 use crate::metrics::Metrics;
 use crate::session::{LeaseState, Session, SessionOptions};
@@ -200,30 +201,18 @@ impl Agent {
 
     /// Waits for our turn, watching only the predecessor; refreshes the queue position after
     /// each hop. Gives up (to re-queue) when our lease is no longer trusted or etcd fails.
-    async fn wait_turn(&mut self, etcd: &Etcd, me: &Contender, s: &Session) -> Waited {
-        let mut lease = s.subscribe();
-        loop {
-            let pred = tokio::select! {
-                p = lock::predecessor(etcd, me) => p,
-                _ = lease.wait_for(|l| matches!(l, LeaseState::Lost(_))) => return Waited::Retry,
-            };
-            let pred = match pred {
-                Ok(None) => return Waited::Held,
-                Ok(Some(p)) => p,
-                Err(e) => {
-                    tracing::warn!(key = %me.key, error = %e, "cannot read the queue; retrying");
-                    return Waited::Retry;
-                }
-            };
+    async fn wait_turn(&self, etcd: &Etcd, me: &Contender, s: &Session) -> Waited {
+        let report = || async move {
             if let Ok((position, owner)) = lock::queue_position(etcd, me).await {
                 self.waiting(me, Some(position), owner);
             }
-            let gone = lock::wait_for_deletion(etcd, &pred.key, pred.read_at + 1, None);
-            tokio::select! {
-                r = gone => if let Err(e) = r {
-                    tracing::warn!(key = %pred.key, error = %e, "watch on predecessor failed; retrying");
-                },
-                _ = lease.wait_for(|l| matches!(l, LeaseState::Lost(_))) => return Waited::Retry,
+        };
+        match wait_while_trusted(etcd, me, Some(s), None, report).await {
+            Ok(()) => Waited::Held,
+            Err(Error::LeaseExpired { .. }) => Waited::Retry,
+            Err(e) => {
+                tracing::warn!(key = %me.key, error = %e, "cannot read the queue; retrying");
+                Waited::Retry
             }
         }
     }

@@ -344,12 +344,28 @@ pub async fn read_key(etcd: &Etcd, key: &str) -> Result<(Option<i64>, i64)> {
 /// Waits until `me` is first in line, watching only the predecessor each time.
 /// Fails with [`Error::KeyLost`] if our own key disappears, [`Error::Timeout`] at `deadline`.
 pub async fn wait_turn(etcd: &Etcd, me: &Contender, deadline: Option<Instant>) -> Result<()> {
+    wait_turn_observed(etcd, me, deadline, || async {}).await
+}
+
+/// [`wait_turn`], calling `on_wait` each time it starts waiting for a predecessor (to report
+/// the queue position, say). Never called once we hold the lock.
+pub async fn wait_turn_observed<F, Fut>(
+    etcd: &Etcd,
+    me: &Contender,
+    deadline: Option<Instant>,
+    mut on_wait: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let started = Instant::now();
     loop {
         let Some(pred) = predecessor(etcd, me).await? else {
             return Ok(());
         };
         tracing::debug!(key = %me.key, predecessor = %pred.key, "waiting for predecessor");
+        on_wait().await;
         match wait_for_deletion(etcd, &pred.key, pred.read_at + 1, deadline).await {
             Ok(_) => {}
             Err(Error::Timeout(..)) => {
