@@ -28,6 +28,9 @@ RUN case "${TARGETARCH:-amd64}" in \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The workspace's other members: the lock library the agent is built on, and the test support
+# (cargo refuses a workspace whose members are missing).
+COPY crates ./crates
 # Cargo.toml declares the benchmark target; cargo refuses a manifest whose targets are missing.
 COPY benches ./benches
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
-use lockkeeper::cli::{Cli, Command};
-use lockkeeper::config::{self, ConfigError, FileConfig};
+use lockkeeper_agent::cli::{Cli, Command};
+use lockkeeper_agent::config::{self, ConfigError, FileConfig};
 
 fn touches_special_files(text: &str) -> bool {
     ["/dev", "/proc", "/sys", "/run"]
@@ -41,7 +41,7 @@ pub fn config_yaml(data: &[u8]) {
             if std::fs::write(&path, text).is_err() {
                 return;
             }
-            let args = lockkeeper::cli::LockArgs {
+            let args = lockkeeper_agent::cli::LockArgs {
                 config: Some(path),
                 ..Default::default()
             };

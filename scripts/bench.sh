@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # lockkeeper side by side with etcd's own lock (`etcdctl lock`), python-etcd3's Lock and the floor
-# (bare etcd requests), on one local 3-member etcd cluster, in one run (issue 5).
+# (bare etcd requests), on one local 3-member etcd cluster, in one run.
 #
 #   scripts/bench.sh                 full run: release build, writes docs/benchmarks.md and
 #                                    docs/img/benchmarks.svg (about 10 minutes on 2 cores)
@@ -11,7 +11,7 @@
 #   LOCKBENCH_ARGS="--ns 10,100" scripts/bench.sh --smoke --only contention   extra lockbench flags
 #
 # Installs what is missing: etcd and etcdctl (Debian's etcd-server / etcd-client, through
-# scripts/install-deps.sh) and python-etcd3 in a virtualenv under .tools/bench-venv, pinned as
+# scripts/install-deps.sh) and python-etcd3 in a virtualenv under .tools/bench-venv (the same script), pinned as
 # PEERS.md says (protobuf<3.21, tenacity==6.3.1). Everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -50,42 +50,12 @@ log "checking tools (etcd, etcdctl, protoc, ...)"
 bash scripts/install-deps.sh >&2
 ETCDCTL=$(command -v etcdctl)
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
-    log "not root and no sudo: cannot run $*"
-    return 1
-  fi
-}
+# shellcheck source=scripts/venv.sh
+. "$ROOT/scripts/venv.sh"
+PY=$(venv_python)
 
-PY=${PYTHON:-python3}
-if ! command -v "$PY" >/dev/null 2>&1 || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-  log "installing python3 and python3-venv (Debian)"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get -q update >/dev/null
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends python3 python3-venv >&2
-  PY=python3
-fi
-
+# python-etcd3 in .tools/bench-venv: installed by scripts/install-deps.sh (the tests use it too).
 VENV="$ROOT/.tools/bench-venv"
-venv_ok() {
-  [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - <<'EOF' >/dev/null 2>&1
-import importlib.metadata as m
-import etcd3  # noqa: F401
-assert m.version("etcd3") == "0.12.0"
-assert m.version("tenacity") == "6.3.1"
-assert tuple(int(x) for x in m.version("protobuf").split(".")[:2]) < (3, 21)
-EOF
-}
-if venv_ok; then
-  log "python-etcd3 present in .tools/bench-venv"
-else
-  log "installing python-etcd3 into .tools/bench-venv"
-  rm -rf "$VENV"
-  mkdir -p "$ROOT/.tools"
-  "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-    'etcd3==0.12.0' 'protobuf<3.21' 'tenacity==6.3.1' >&2
-  venv_ok || { log "python-etcd3 does not import after installing it"; exit 1; }
-fi
 
 # --- build -----------------------------------------------------------------------------------
 if [ "$SMOKE" = 1 ]; then

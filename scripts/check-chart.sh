@@ -183,10 +183,12 @@ def manifest(case, path, out, mode, native, kube, events):
         check(pod.get("automountServiceAccountToken") is False, "integration off: no token mounted")
     else:
         want = {}
+        # A gated mode reads the pod for its resourceVersion (the precondition of "held" writes).
         if mode == "readinessGate":
             want[("", "pods/status")] = {"patch"}
+            want[("", "pods")] = {"get"}
         if mode == "label":
-            want[("", "pods")] = {"patch"}
+            want[("", "pods")] = {"get", "patch"}
         if events:
             want.setdefault(("", "pods"), set()).add("get")
             want[("events.k8s.io", "events")] = {"create"}
@@ -278,7 +280,7 @@ validate() { # validate FILE LABEL: kubernetes-validate --strict for each versio
 cat >"$WORK/full.yaml" <<'EOF'
 replicaCount: 3
 gating: {mode: label}
-lock: {name: billing, ttl: 15s, renewInterval: 5s, safetyMargin: 3s}
+lock: {name: billing, ttl: 15s, renewInterval: 5s, safetyMargin: 3s, lockDelay: 2s}
 etcd:
   endpoints: [https://etcd-a:2379, https://etcd-b:2379, https://etcd-c:2379]
   connectTimeout: 5s

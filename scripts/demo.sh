@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The lockkeeper demo: a local 3-member etcd cluster (no Docker), then
-#   1. three library processes (examples/contend.rs) passing one lock around, with fencing tokens;
+#   1. three library processes (crates/lockkeeper/examples/contend.rs) passing one lock around, with fencing tokens;
 #   2. three `lockkeeper run` sidecars contending for one lock: readiness follows ownership,
 #      a SIGKILLed holder is replaced after its lease TTL, a SIGTERMed one hands over at once.
 # Everything it starts is stopped on exit. Installs what is missing (scripts/install-deps.sh).
@@ -12,7 +12,8 @@ bash scripts/install-deps.sh
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 
 echo "==> building lockkeeper and the example"
-cargo build --quiet --bin lockkeeper --example contend
+cargo build --quiet --bin lockkeeper
+cargo build --quiet -p lockkeeper --example contend
 BIN="$ROOT/target/debug/lockkeeper"
 EXAMPLE="$ROOT/target/debug/examples/contend"
 

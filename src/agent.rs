@@ -9,16 +9,15 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
+use lockkeeper::{
+    audit, follow_hold, queue, Backoff, Contender, Error, Etcd, EtcdOptions, LockOptions,
+    LossReason, Owner, Session, SessionOptions, WaitEvent,
+};
 use tokio::sync::watch;
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep, timeout, Instant};
 
-use crate::acquire::wait_while_trusted;
-use crate::lock::{self, Contender, Owner};
 use crate::metrics::Metrics;
-use crate::session::{LeaseState, Session, SessionOptions};
 use crate::status::{AgentState, Status};
-use crate::{audit, Error, Etcd, EtcdOptions, LockOptions, LossReason};
 
 /// Everything the agent needs to run.
 #[derive(Clone, Debug)]
@@ -70,8 +69,7 @@ impl Agent {
         }
     }
 
-    /// Subscribe to status changes (state transitions notify; deadline renewals update the
-    /// value silently).
+    /// Subscribe to status changes: every transition and every deadline extension notifies.
     pub fn subscribe(&self) -> watch::Receiver<Status> {
         self.status.subscribe()
     }
@@ -129,9 +127,9 @@ impl Agent {
                 _ = &mut shutdown => return self.stop(Some(&me), session).await,
                 loss = self.hold(&etcd, &me, s) => loss,
             };
-            self.lost(&me, loss);
+            self.lost(loss);
             // Stepped down already; tidy up so the next contender need not wait for expiry.
-            if let Err(e) = lock::release(&etcd, &me).await {
+            if let Err(e) = queue::release(&etcd, &me).await {
                 tracing::warn!(key = %me.key, error = %e, "could not delete our key after losing the lock");
             }
             if loss != LossReason::KeyDeleted && loss != LossReason::KeyChanged {
@@ -154,7 +152,7 @@ impl Agent {
                         .with_observer(self.metrics.clone())
                 }
                 Err(e) => {
-                    let wait = self.backoff.next();
+                    let wait = self.backoff.next_pause();
                     tracing::warn!(endpoints = ?self.cfg.etcd.endpoints(), error = %e, retry_in_ms = wait.as_millis() as u64, "cannot connect to etcd");
                     sleep(wait).await;
                 }
@@ -171,7 +169,7 @@ impl Agent {
                     return s;
                 }
                 Err(e) => {
-                    let wait = self.backoff.next();
+                    let wait = self.backoff.next_pause();
                     tracing::warn!(op = "lease_grant", error = %e, retry_in_ms = wait.as_millis() as u64, "cannot grant a lease; retrying");
                     sleep(wait).await;
                 }
@@ -183,7 +181,7 @@ impl Agent {
         let o = &self.cfg.lock_options;
         audit::attempt(&self.cfg.lock, o.identity(), s.lease(), None);
         let (me, owner) =
-            match lock::enqueue(etcd, o.prefix(), &self.cfg.lock, s.lease(), o.identity()).await {
+            match queue::enqueue(etcd, o.prefix(), &self.cfg.lock, s.lease(), o.identity()).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(op = "enqueue", error = %e, "cannot enqueue; retrying");
@@ -202,12 +200,24 @@ impl Agent {
     /// Waits for our turn, watching only the predecessor; refreshes the queue position after
     /// each hop. Gives up (to re-queue) when our lease is no longer trusted or etcd fails.
     async fn wait_turn(&self, etcd: &Etcd, me: &Contender, s: &Session) -> Waited {
-        let report = || async move {
-            if let Ok((position, owner)) = lock::queue_position(etcd, me).await {
-                self.waiting(me, Some(position), owner);
+        let report = |event: WaitEvent| async move {
+            match event {
+                WaitEvent::Queued => {
+                    if let Ok((position, owner)) = queue::queue_position(etcd, me).await {
+                        self.waiting(me, Some(position), owner);
+                    }
+                }
+                WaitEvent::LockDelay { until, .. } => {
+                    self.metrics.lock_delay();
+                    self.transition(AgentState::LockDelay, |st| {
+                        st.lock_delay_until = Some(until);
+                        st.queue_position = Some(0);
+                    });
+                }
             }
         };
-        match wait_while_trusted(etcd, me, Some(s), None, report).await {
+        let delay = self.cfg.lock_options.lock_delay_for(s.granted_ttl());
+        match queue::wait_turn_while_trusted(etcd, me, Some(s), None, delay, report).await {
             Ok(()) => Waited::Held,
             Err(Error::LeaseExpired { .. }) => Waited::Retry,
             Err(e) => {
@@ -217,52 +227,35 @@ impl Agent {
         }
     }
 
-    /// Holds until the lock is lost; returns why. The local deadline is enforced here as well
-    /// as in the session, and in `Status::is_ready` at read time.
-    async fn hold(&mut self, etcd: &Etcd, me: &Contender, s: &Session) -> LossReason {
-        let mut lease = s.subscribe();
-        let mut key_gone = pin!(lock::wait_for_deletion(
-            etcd,
-            &me.key,
-            me.revision + 1,
-            None
-        ));
+    /// Holds until the lock is lost; returns why. The library's one hold loop follows the
+    /// lease, our key and the periodic check; every deadline extension it reports is stamped
+    /// and published at once (whoever follows the status — `/events`, `exec`, the Kubernetes
+    /// reporter — re-arms its view of the deadline from it). `Status::is_ready` evaluates the
+    /// deadline at read time as well.
+    async fn hold(&self, etcd: &Etcd, me: &Contender, s: &Session) -> LossReason {
         let check_every = self
             .cfg
             .lock_options
             .session()
             .keepalive_interval_for(s.granted_ttl());
-        let mut check = tokio::time::interval_at(Instant::now() + check_every, check_every);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let deadline = match *lease.borrow() {
-                LeaseState::Alive { deadline, .. } => deadline,
-                LeaseState::Lost(loss) => return loss.into(),
-            };
+        follow_hold(etcd, me, s.subscribe(), check_every, |deadline| {
             crate::history::deadline(me.revision, deadline); // before readiness extends
             self.status.send_if_modified(|st| {
-                st.deadline = Some(deadline);
-                false // a renewal is not a transition
+                let extended = st.state == AgentState::Held && st.deadline != Some(deadline);
+                if extended {
+                    st.deadline = Some(deadline);
+                }
+                extended
             });
-            tokio::select! {
-                biased;
-                _ = sleep_until(deadline) => return LossReason::DeadlineMissed,
-                changed = lease.changed() => if changed.is_err() { return LossReason::DeadlineMissed },
-                gone = &mut key_gone => if gone.is_ok() { return LossReason::KeyDeleted },
-                _ = check.tick() => match lock::read_key(etcd, &me.key).await {
-                    Ok((Some(rev), _)) if rev == me.revision => {}
-                    Ok(_) => return LossReason::KeyChanged,
-                    Err(e) => tracing::warn!(key = %me.key, error = %e, "periodic ownership check failed"),
-                },
-            }
-        }
+        })
+        .await
     }
 
     async fn pause(
         &mut self,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> std::ops::ControlFlow<()> {
-        let wait = self.backoff.next();
+        let wait = self.backoff.next_pause();
         tokio::select! {
             _ = shutdown.as_mut() => std::ops::ControlFlow::Break(()),
             _ = sleep(wait) => std::ops::ControlFlow::Continue(()),
@@ -279,7 +272,7 @@ impl Agent {
             }
             let Some(session) = session else { return };
             if let Some(me) = held {
-                if let Err(e) = lock::release(session.etcd(), me).await {
+                if let Err(e) = queue::release(session.etcd(), me).await {
                     tracing::warn!(key = %me.key, error = %e, "release on shutdown failed");
                 }
             }
@@ -311,6 +304,9 @@ impl Agent {
                 st.since = SystemTime::now();
             }
             st.state = state;
+            if state != AgentState::LockDelay {
+                st.lock_delay_until = None;
+            }
             if state != AgentState::Held {
                 st.deadline = None;
                 st.fencing_token = None;
@@ -354,69 +350,18 @@ impl Agent {
         audit::acquired(me, waited);
     }
 
-    fn lost(&self, me: &Contender, loss: LossReason) {
+    fn lost(&self, loss: LossReason) {
         // Local first: readiness is off the moment this returns.
         self.transition(AgentState::Lost, |st| {
             st.last_loss = Some(loss.as_str().to_owned());
             st.holder = None;
         });
-        self.metrics.lost(loss.as_str());
-        audit::lost(me, loss.as_str());
+        self.metrics.lost(loss.as_str()); // (the hold loop audited it)
     }
 }
 
 async fn revoke_quietly(s: Session) {
     if let Err(e) = s.revoke().await {
         tracing::debug!(error = %e, "revoking an old lease failed; it expires with its TTL");
-    }
-}
-
-// === Backoff ===
-
-/// Exponential backoff with full jitter.
-#[derive(Debug)]
-struct Backoff {
-    base: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max: max.max(base),
-            current: base,
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        let ceiling = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let ms = ceiling.as_millis().max(1) as u64;
-        Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
-    }
-
-    fn reset(&mut self) {
-        self.current = self.base;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_the_cap_with_jitter() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let first = b.next();
-        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-        for _ in 0..10 {
-            b.next();
-        }
-        let capped = b.next();
-        assert!(capped >= Duration::from_millis(500) && capped <= Duration::from_secs(1));
-        b.reset();
-        assert!(b.next() <= Duration::from_millis(100));
     }
 }

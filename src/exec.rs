@@ -1,9 +1,10 @@
 //! `lockkeeper exec -- COMMAND`: the child runs only while the lock is held.
 //!
 //! The child starts once the lock is held, with `LOCKKEEPER_FENCING_TOKEN`, `LOCKKEEPER_LOCK_KEY`
-//! and `LOCKKEEPER_LEASE_ID` in its environment. If holding ends — or the local deadline comes
-//! within one safety margin without a renewal — the child gets SIGTERM, then SIGKILL after
-//! `kill_after`. Signals sent to lockkeeper are forwarded to the child. When the child exits,
+//! and `LOCKKEEPER_LEASE_ID` in its environment. It never runs past the lock: SIGTERM at
+//! `deadline − kill_after` unless a renewal moves the deadline first, SIGKILL at the deadline at
+//! the latest, and SIGKILL at once when holding ends (key deleted, lease gone). Signals sent to
+//! lockkeeper are forwarded to the child. When the child exits,
 //! the lock is released and lockkeeper exits with the child's code (128 + signal if it was
 //! killed by a signal).
 
@@ -14,12 +15,14 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, watch};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
+
+use lockkeeper::clock;
 
 use crate::config::Config;
 use crate::sidecar;
+use crate::signals::Signals;
 use crate::status::{AgentState, Status};
 
 /// Exit code when the command cannot be started.
@@ -31,7 +34,7 @@ pub async fn run(cfg: Config, command: Vec<OsString>) -> i32 {
         eprintln!("lockkeeper: exec needs a command after --");
         return 2;
     };
-    let mut signals = match Signals::new() {
+    let mut signals = match Signals::forwarded() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("lockkeeper: cannot install signal handlers: {e}");
@@ -90,15 +93,7 @@ async fn while_held(
         }
     };
     let pid = child.id().map(|p| Pid::from_raw(p as i32));
-    supervise(
-        &mut child,
-        pid,
-        status,
-        signals,
-        cfg.safety_margin,
-        cfg.kill_after,
-    )
-    .await
+    supervise(&mut child, pid, status, signals, cfg.kill_after).await
 }
 
 fn spawn_child(program: &OsString, args: &[OsString], held: &Status) -> std::io::Result<Child> {
@@ -125,48 +120,56 @@ fn spawn_child(program: &OsString, args: &[OsString], held: &Status) -> std::io:
     Ok(child)
 }
 
-/// Waits for the child; stops it when holding ends or is about to. Returns its exit code.
+/// Waits for the child, and makes sure it never runs past the lock: SIGTERM at
+/// `deadline − kill_after`, SIGKILL at the deadline at the latest, SIGKILL at once when holding
+/// ends. Every renewal moves the deadline (the status notifies on each extension), and with it
+/// both times. A SIGTERM/SIGINT sent to lockkeeper is forwarded and followed by SIGKILL after
+/// `kill_after` (or at the deadline, whichever comes first). Returns the child's exit code.
 async fn supervise(
     child: &mut Child,
     pid: Option<Pid>,
     status: &mut watch::Receiver<Status>,
     signals: &mut Signals,
-    lead: Duration,
     kill_after: Duration,
 ) -> i32 {
-    let far = || Instant::now() + Duration::from_secs(365 * 24 * 3600);
-    let mut kill_at: Option<Instant> = None;
+    let mut termed = false;
+    let mut killed = false;
+    let mut agent_gone = false;
+    let mut stop_by: Option<Instant> = None;
     loop {
-        // SIGTERM one safety margin before the local deadline, unless renewed before then.
-        let term_at = {
+        // The end of safe holding: the deadline while held, now once holding has ended.
+        let end = {
             let st = status.borrow();
             match (st.state, st.deadline) {
-                (AgentState::Held, Some(d)) => d.checked_sub(lead).unwrap_or_else(Instant::now),
-                _ => Instant::now(),
+                (AgentState::Held, Some(d)) if !agent_gone => d,
+                _ => clock::now(),
             }
         };
+        let kill_at = stop_by.map_or(end, |s| s.min(end));
+        let term_at = end.checked_sub(kill_after).unwrap_or(end);
+        if !killed && kill_at <= clock::now() {
+            let why = status.borrow().last_loss.clone();
+            tracing::warn!(
+                reason = why.as_deref().unwrap_or("deadline"),
+                "lock no longer safely held: killing the child"
+            );
+            send(pid, Signal::SIGKILL);
+            killed = true;
+        }
         tokio::select! {
             exit = child.wait() => return exit_code(exit),
-            _ = sleep_until(term_at), if kill_at.is_none() => {
-                let why = status.borrow().last_loss.clone().unwrap_or_else(|| "deadline near".into());
-                tracing::warn!(reason = %why, "lock no longer safely held: stopping the child");
+            _ = clock::sleep_until(term_at), if !termed && !killed => {
+                tracing::warn!(deadline_in_ms = end.saturating_duration_since(clock::now()).as_millis() as u64, "lock not renewed in time: stopping the child");
                 send(pid, Signal::SIGTERM);
-                kill_at = Some(Instant::now() + kill_after);
+                termed = true;
             }
-            _ = sleep_until(kill_at.unwrap_or_else(far)), if kill_at.is_some() => {
-                tracing::warn!("child still running after --kill-after: SIGKILL");
-                send(pid, Signal::SIGKILL);
-                kill_at = Some(far());
-            }
-            r = status.changed() => if r.is_err() && kill_at.is_none() {
-                send(pid, Signal::SIGTERM);
-                kill_at = Some(Instant::now() + kill_after);
-            },
+            _ = clock::sleep_until(kill_at), if !killed => {}
+            r = status.changed(), if !agent_gone => agent_gone = r.is_err(),
             sig = signals.recv() => if let Some(sig) = sig {
                 tracing::info!(signal = ?sig, "forwarding signal to the child");
                 send(pid, sig);
-                if matches!(sig, Signal::SIGTERM | Signal::SIGINT) && kill_at.is_none() {
-                    kill_at = Some(Instant::now() + kill_after);
+                if matches!(sig, Signal::SIGTERM | Signal::SIGINT) && stop_by.is_none() {
+                    stop_by = Some(clock::now() + kill_after);
                 }
             },
         }
@@ -188,40 +191,6 @@ fn exit_code(exit: std::io::Result<ExitStatus>) -> i32 {
         Err(e) => {
             tracing::error!(error = %e, "waiting for the child failed");
             1
-        }
-    }
-}
-
-/// The signals lockkeeper forwards to its child.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-    quit: tokio::signal::unix::Signal,
-    usr1: tokio::signal::unix::Signal,
-    usr2: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-            quit: signal(SignalKind::quit())?,
-            usr1: signal(SignalKind::user_defined1())?,
-            usr2: signal(SignalKind::user_defined2())?,
-        })
-    }
-
-    async fn recv(&mut self) -> Option<Signal> {
-        tokio::select! {
-            s = self.term.recv() => s.map(|_| Signal::SIGTERM),
-            s = self.int.recv() => s.map(|_| Signal::SIGINT),
-            s = self.hup.recv() => s.map(|_| Signal::SIGHUP),
-            s = self.quit.recv() => s.map(|_| Signal::SIGQUIT),
-            s = self.usr1.recv() => s.map(|_| Signal::SIGUSR1),
-            s = self.usr2.recv() => s.map(|_| Signal::SIGUSR2),
         }
     }
 }

@@ -47,7 +47,7 @@ pub fn install(path: &Path) -> std::io::Result<()> {
     let file = OpenOptions::new().create(true).append(true).open(path)?;
     let recorder = Recorder {
         file: Mutex::new(file),
-        anchor: Instant::now(),
+        anchor: lockkeeper::clock::now(),
         last_deadline: Mutex::new(None),
         failed: AtomicBool::new(false),
     };
@@ -138,9 +138,9 @@ impl Recorder {
 fn clock_pair() -> (u64, Instant) {
     let mut best: Option<(Duration, u64, Instant)> = None;
     for _ in 0..5 {
-        let before = Instant::now();
+        let before = lockkeeper::clock::now();
         let raw = raw_now_ns();
-        let after = Instant::now();
+        let after = lockkeeper::clock::now();
         let width = after.saturating_duration_since(before);
         let mid = before + width / 2;
         if best.is_none_or(|(w, _, _)| width < w) {

@@ -374,9 +374,11 @@ fn events(ctx: &Ctx) -> Response<ResBody> {
     res
 }
 
-/// Feeds one SSE stream: the status now, then on every change and when a Held status reaches
-/// its deadline (readiness ends then without any change), with keepalive comments in between.
-/// Ends when the client goes away, the agent drops its sender, or the server shuts down.
+/// Feeds one SSE stream: the status now, then on every change of what `/status` answers (a
+/// transition, a new holder or position, readiness ending at the deadline), with keepalive
+/// comments in between. A deadline extension alone changes nothing visible but re-arms the
+/// expiry timer. Ends when the client goes away, the agent drops its sender, or the server
+/// shuts down.
 async fn pump_events(
     mut status: watch::Receiver<Status>,
     tx: mpsc::Sender<Bytes>,
@@ -385,30 +387,47 @@ async fn pump_events(
 ) {
     let mut current = status.borrow_and_update().clone();
     let mut expiry = expiry_of(&current);
+    let mut shown = visible(&current);
     let mut frame = event(&current);
     loop {
         tokio::select! {
             () = stopped(&mut stop) => return,
             sent = tx.send(frame) => if sent.is_err() { return },
         }
-        frame = tokio::select! {
-            () = stopped(&mut stop) => return,
-            () = tx.closed() => return,
-            changed = status.changed() => {
-                if changed.is_err() {
-                    return;
+        frame = loop {
+            tokio::select! {
+                () = stopped(&mut stop) => return,
+                () = tx.closed() => return,
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    current = status.borrow_and_update().clone();
+                    expiry = expiry_of(&current);
+                    let now = visible(&current);
+                    if now != shown {
+                        shown = now;
+                        break event(&current);
+                    }
                 }
-                current = status.borrow_and_update().clone();
-                expiry = expiry_of(&current);
-                event(&current)
+                () = sleep_until(expiry) => {
+                    expiry = None;
+                    shown = visible(&current);
+                    break event(&current);
+                }
+                () = tokio::time::sleep(keepalive) => break Bytes::from_static(b": keepalive\n\n"),
             }
-            () = sleep_until(expiry) => {
-                expiry = None;
-                event(&current)
-            }
-            () = tokio::time::sleep(keepalive) => Bytes::from_static(b": keepalive\n\n"),
         };
     }
+}
+
+/// What `/status` shows of `status`, less the countdown that changes every millisecond.
+fn visible(status: &Status) -> serde_json::Value {
+    let mut json = status.to_json();
+    if let Some(o) = json.as_object_mut() {
+        o.remove("lease_remaining_ms");
+    }
+    json
 }
 
 /// Completes once the server shuts down (or is gone).
@@ -423,7 +442,7 @@ fn expiry_of(status: &Status) -> Option<Instant> {
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+        Some(at) => lockkeeper::clock::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -1,11 +1,12 @@
-//! The `lockkeeper` binary: parse, configure, run. The work lives in the library.
+//! The `lockkeeper` binary: parse, configure, run. The work lives in the agent's modules
+//! (src/lib.rs) and the lock library.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use lockkeeper::cli::{Cli, Command};
-use lockkeeper::config::{self, ConfigError};
-use lockkeeper::{exec, sidecar, telemetry, wait};
+use lockkeeper_agent::cli::{Cli, Command};
+use lockkeeper_agent::config::{self, ConfigError};
+use lockkeeper_agent::{exec, sidecar, telemetry, wait};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

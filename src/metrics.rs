@@ -15,14 +15,14 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::etcd::Observer;
-use crate::mutex::LossReason;
 use crate::status::{AgentState, Status};
+use lockkeeper::{LossReason, Observer};
 
-/// Every state, so `lockkeeper_state` always exposes all five series.
-const STATES: [AgentState; 5] = [
+/// Every state, so `lockkeeper_state` always exposes all six series.
+const STATES: [AgentState; 6] = [
     AgentState::Connecting,
     AgentState::Waiting,
+    AgentState::LockDelay,
     AgentState::Held,
     AgentState::Lost,
     AgentState::Stopping,
@@ -47,6 +47,7 @@ pub struct Metrics {
     registry: Registry,
     lock_held: IntGauge,
     acquisitions: IntCounter,
+    lock_delays: IntCounter,
     losses: IntCounterVec,
     acquire_wait: Histogram,
     keepalives: IntCounter,
@@ -114,6 +115,10 @@ impl Metrics {
                 "lockkeeper_acquisitions_total",
                 "Times the lock was acquired.",
             ),
+            lock_delays: reg.int_counter(
+                "lockkeeper_lock_delays_total",
+                "Times a lock-delay was waited out because the predecessor vanished without releasing.",
+            ),
             losses,
             acquire_wait: reg.histogram(
                 "lockkeeper_acquire_wait_seconds",
@@ -176,6 +181,11 @@ impl Metrics {
     pub fn acquired(&self, waited: Duration) {
         self.acquisitions.inc();
         self.acquire_wait.observe(waited.as_secs_f64());
+    }
+
+    /// Records one lock-delay started.
+    pub fn lock_delay(&self) {
+        self.lock_delays.inc();
     }
 
     /// Records one loss of the lock, labelled with a stable `reason`.
@@ -322,6 +332,7 @@ mod tests {
         for family in [
             "lockkeeper_lock_held",
             "lockkeeper_acquisitions_total",
+            "lockkeeper_lock_delays_total",
             "lockkeeper_lock_losses_total",
             "lockkeeper_acquire_wait_seconds",
             "lockkeeper_lease_keepalives_total",

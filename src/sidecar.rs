@@ -1,5 +1,6 @@
 //! Wiring for `lockkeeper run`: agent + HTTP server + metrics + optional Kubernetes reporter,
-//! with signal handling (first SIGTERM/SIGINT steps down and releases, a second exits at once).
+//! with signal handling (first SIGTERM/SIGINT steps down and releases, a second exits at once;
+//! see [`crate::signals`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,10 +14,10 @@ use crate::config::{Config, KubeMode};
 use crate::http;
 use crate::kubernetes::{self, KubeReporter, KubeSettings};
 use crate::metrics::Metrics;
+use crate::signals;
 use crate::status::Status;
 
-/// Exit code when a second signal cuts the shutdown short.
-pub const EXIT_INTERRUPTED: i32 = 130;
+pub use crate::signals::EXIT_INTERRUPTED;
 /// Exit code when the sidecar cannot start (e.g. the listen address is taken).
 pub const EXIT_STARTUP: i32 = 1;
 
@@ -108,37 +109,9 @@ pub async fn start_kube(cfg: &Config, parts: &Parts) -> Option<JoinHandle<()>> {
         .with_condition_type(cfg.kube.condition_type.clone())
         .with_label(cfg.kube.label.clone())
         .with_events(cfg.kube.events);
-    let reporter = KubeReporter::new(client, settings, parts.metrics.registry());
+    let reporter = KubeReporter::new(client, settings, parts.metrics.registry())
+        .with_request_timeout(kubernetes::request_timeout_for(cfg.ttl));
     Some(reporter.spawn(parts.status.clone()))
-}
-
-/// A future that resolves on the first SIGTERM or SIGINT; a second one exits the process at once.
-pub fn first_signal() -> impl std::future::Future<Output = ()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot install the SIGTERM handler");
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down: stepping down and releasing"),
-            _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutting down: stepping down and releasing"),
-        }
-        let _ = tx.send(());
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
-        tracing::warn!("second signal: exiting at once without releasing");
-        std::process::exit(EXIT_INTERRUPTED);
-    });
-    async move {
-        let _ = rx.await;
-    }
 }
 
 /// `lockkeeper run`: hold the configured lock until a signal; returns the exit code.
@@ -164,7 +137,7 @@ pub async fn run(cfg: Config) -> i32 {
         }
     };
     let kube = start_kube(&cfg, &parts).await;
-    let shutdown = first_signal();
+    let shutdown = signals::first_signal();
     let live = parts.live.clone();
     let agent = tokio::spawn(parts.agent.run(shutdown));
     if let Err(e) = agent.await {

@@ -14,6 +14,10 @@ pub enum AgentState {
     Connecting,
     /// Queued for the lock.
     Waiting,
+    /// First in line after a predecessor that vanished without releasing: waiting out the
+    /// lock-delay before holding.
+    #[serde(rename = "lock_delay")]
+    LockDelay,
     /// Holding the lock (ready only before the deadline).
     Held,
     /// Just lost the lock; will re-queue after a backoff.
@@ -28,6 +32,7 @@ impl AgentState {
         match self {
             AgentState::Connecting => "connecting",
             AgentState::Waiting => "waiting",
+            AgentState::LockDelay => "lock_delay",
             AgentState::Held => "held",
             AgentState::Lost => "lost",
             AgentState::Stopping => "stopping",
@@ -57,6 +62,8 @@ pub struct Status {
     pub holder: Option<String>,
     /// Contenders ahead of us while waiting.
     pub queue_position: Option<u64>,
+    /// When the lock-delay ends, in `LockDelay` (monotonic).
+    pub lock_delay_until: Option<Instant>,
     /// When the current state began (wall clock, for display).
     pub since: SystemTime,
     /// The etcd endpoints we talk to (comma separated).
@@ -78,6 +85,7 @@ impl Status {
             deadline: None,
             holder: None,
             queue_position: None,
+            lock_delay_until: None,
             since: SystemTime::now(),
             etcd_endpoint: etcd_endpoint.to_owned(),
             last_loss: None,
@@ -86,7 +94,8 @@ impl Status {
 
     /// True only in `Held` and before the local deadline: the readiness answer.
     pub fn is_ready(&self) -> bool {
-        self.state == AgentState::Held && self.deadline.is_some_and(|d| Instant::now() < d)
+        self.state == AgentState::Held
+            && self.deadline.is_some_and(|d| lockkeeper::clock::now() < d)
     }
 
     /// Time left before the local deadline, while held.
@@ -94,6 +103,16 @@ impl Status {
         match self.state {
             AgentState::Held => self
                 .deadline
+                .map(|d| d.saturating_duration_since(lockkeeper::clock::now())),
+            _ => None,
+        }
+    }
+
+    /// Time left of the lock-delay, in `LockDelay`.
+    pub fn lock_delay_remaining(&self) -> Option<Duration> {
+        match self.state {
+            AgentState::LockDelay => self
+                .lock_delay_until
                 .map(|d| d.saturating_duration_since(Instant::now())),
             _ => None,
         }
@@ -113,6 +132,7 @@ impl Status {
             "lease_remaining_ms": self.remaining().map(|d| d.as_millis() as u64),
             "holder": self.holder,
             "queue_position": if self.state == AgentState::Waiting { self.queue_position } else { None },
+            "lock_delay_remaining_ms": self.lock_delay_remaining().map(|d| d.as_millis() as u64),
             "since": humantime::format_rfc3339_millis(self.since).to_string(),
             "etcd_endpoint": self.etcd_endpoint,
             "last_loss": self.last_loss,

@@ -7,9 +7,12 @@
 //! every audit event whatever the log level, so `--log-level warn` never loses audit records.
 //! Secrets never reach a log line: [`crate::config::Secret`] redacts itself in `Debug`.
 
+use std::fs::OpenOptions;
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::Mutex;
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -73,7 +76,7 @@ where
     };
     let mut layers = vec![stderr];
     if let Some(path) = audit_file {
-        let audit = crate::audit::json_file_layer::<Registry>(path).map_err(|e| {
+        let audit = audit_file_layer::<Registry>(path).map_err(|e| {
             ConfigError::new(
                 "log.audit_file",
                 format!("cannot open {}: {e}", path.display()),
@@ -82,6 +85,22 @@ where
         layers.push(audit.boxed());
     }
     Ok(layers)
+}
+
+/// A layer that appends every audit event (target [`lockkeeper::audit::TARGET`]), and nothing
+/// else, to `path` as JSON lines.
+pub fn audit_file_layer<S>(path: &Path) -> std::io::Result<impl Layer<S> + Send + Sync + 'static>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    Ok(tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(Mutex::new(file))
+        .with_filter(Targets::new().with_target(lockkeeper::audit::TARGET, tracing::Level::DEBUG)))
 }
 
 #[cfg(test)]
@@ -143,7 +162,7 @@ mod tests {
     #[test]
     fn text_format_and_directives() {
         let out = capture(LogFormat::Text, "warn,lockkeeper=debug", None, || {
-            tracing::debug!(target: "lockkeeper::agent", "kept");
+            tracing::debug!(target: "lockkeeper_agent::agent", "kept");
             tracing::info!(target: "hyper", "dropped");
         });
         assert!(out.contains("kept"), "{out}");
@@ -156,7 +175,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let out = capture(LogFormat::Json, "warn", Some(&path), || {
-            tracing::info!(target: crate::audit::TARGET, event = "acquired", lock = "x", "lock acquired");
+            tracing::info!(target: lockkeeper::audit::TARGET, event = "acquired", lock = "x", "lock acquired");
             tracing::warn!("not an audit event");
         });
         assert!(!out.contains("acquired"), "{out}");

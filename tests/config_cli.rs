@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::Parser;
-use lockkeeper::cli::{Cli, Command, ExecArgs, LockArgs};
-use lockkeeper::config::{self, Config, ConfigError, FileConfig, KubeMode, LogFormat};
+use lockkeeper_agent::cli::{Cli, Command, ExecArgs, LockArgs};
+use lockkeeper_agent::config::{self, Config, ConfigError, FileConfig, KubeMode, LogFormat};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -74,6 +74,11 @@ fn defaults() {
     assert_eq!(c.renew_interval, secs(10) / 3);
     assert_eq!(c.safety_margin, secs(2));
     assert_eq!(
+        c.lock_delay,
+        secs(2),
+        "lock-delay defaults to the safety margin"
+    );
+    assert_eq!(
         c.listen,
         Some("0.0.0.0:8475".parse::<SocketAddr>().unwrap())
     );
@@ -93,7 +98,7 @@ fn defaults() {
     assert!(c.kube.events);
     assert_eq!(c.kube.pod_name.as_deref(), Some("pod-0"));
     assert_eq!(c.kube.namespace, None);
-    assert_eq!(c.kill_after, secs(10));
+    assert_eq!(c.kill_after, Duration::ZERO, "run has no child");
 }
 
 #[test]
@@ -108,6 +113,39 @@ fn renewal_and_margin_derive_from_the_ttl() {
     assert_eq!(session.ttl(), secs(30));
     assert_eq!(session.keepalive_interval_for(secs(30)), secs(10));
     assert_eq!(session.safety_margin_for(secs(30)), secs(6));
+}
+
+#[test]
+fn lock_delay_follows_the_margin_unless_set_and_zero_turns_it_off() {
+    let c = load(&LockArgs {
+        safety_margin: Some(ms(1500)),
+        ..args()
+    })
+    .unwrap();
+    assert_eq!(c.lock_delay, ms(1500));
+    assert_eq!(c.lock_options().lock_delay_for(secs(10)), ms(1500));
+    let dir = tempfile::tempdir().unwrap();
+    let file = yaml(&dir, "lock: {name: y, lock_delay: 5s}\n");
+    let from_yaml = LockArgs {
+        config: Some(file.clone()),
+        ..args()
+    };
+    assert_eq!(load(&from_yaml).unwrap().lock_delay, secs(5));
+    let off = LockArgs {
+        config: Some(file),
+        lock_delay: Some(Duration::ZERO),
+        ..args()
+    };
+    let c = load(&off).unwrap();
+    assert_eq!(c.lock_delay, Duration::ZERO, "the flag beats YAML");
+    assert_eq!(c.lock_options().lock_delay_for(secs(10)), Duration::ZERO);
+    let bad = yaml(&dir, "lock: {name: y, lock_delay: soon}\n");
+    let e = load(&LockArgs {
+        config: Some(bad),
+        ..args()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("lock_delay"), "{e}");
 }
 
 #[test]
@@ -132,22 +170,50 @@ fn identity_falls_back_to_the_hostname() {
     assert_eq!(e.field, "lock.identity");
 }
 
-#[test]
-fn exec_serves_no_http_unless_asked() {
-    let exec = |lock: LockArgs, kill_after| ExecArgs {
+/// `lockkeeper exec` arguments around `lock`, running `true`.
+fn exec(lock: LockArgs, kill_after: Option<Duration>) -> ExecArgs {
+    ExecArgs {
         lock,
         kill_after,
         command: vec!["true".into()],
-    };
+    }
+}
+
+#[test]
+fn exec_serves_no_http_unless_asked() {
     let c = config::load_exec(&exec(args(), None), &pod_env).unwrap();
-    assert_eq!((c.listen, c.kill_after), (None, secs(10)));
+    // Half of TTL − margin − 2 × interval = 10 s − 2 s − 6.67 s.
+    assert_eq!(c.listen, None);
+    assert!(
+        c.kill_after > Duration::from_millis(600) && c.kill_after < Duration::from_millis(700),
+        "{:?}",
+        c.kill_after
+    );
     let with_listen = LockArgs {
         listen: Some("127.0.0.1:9000".into()),
         ..args()
     };
-    let c = config::load_exec(&exec(with_listen, Some(secs(3))), &pod_env).unwrap();
+    let c = config::load_exec(&exec(with_listen, Some(secs(1))), &pod_env).unwrap();
     assert_eq!(c.listen, Some("127.0.0.1:9000".parse().unwrap()));
-    assert_eq!(c.kill_after, secs(3));
+    assert_eq!(c.kill_after, secs(1));
+}
+
+#[test]
+fn exec_refuses_a_kill_after_that_a_lost_keepalive_would_reach() {
+    // TTL 10 s: room = 10 s − 2 s − 2 × 3.33 s = 1.33 s.
+    let e =
+        config::load_exec(&exec(args(), Some(Duration::from_millis(1400))), &pod_env).unwrap_err();
+    assert_eq!(e.field, "exec.kill_after", "{e}");
+    assert!(e.to_string().contains("lost keepalive"), "{e}");
+    // An interval that leaves no room at all names the interval.
+    let slow = LockArgs {
+        renew_interval: Some(secs(4)),
+        ..args()
+    };
+    let e = config::load_exec(&exec(slow.clone(), None), &pod_env).unwrap_err();
+    assert_eq!(e.field, "lock.renew_interval", "{e}");
+    // `run` has no child, so the same interval is fine there.
+    assert!(config::load(&slow, &pod_env).is_ok());
 }
 
 // === precedence ===
@@ -307,6 +373,7 @@ fn the_documented_yaml_example_parses_and_loads() {
         Some("hunter2")
     );
     assert_eq!((c.renew_interval, c.safety_margin), (secs(3), secs(2)));
+    assert_eq!(c.lock_delay, secs(2));
     assert_eq!(c.kube.label.as_deref(), Some("lockkeeper.io/holder"));
     assert_eq!(c.kube.namespace.as_deref(), Some("reports"));
     assert_eq!(c.log_level, "info,lockkeeper=debug");
@@ -324,13 +391,23 @@ fn lock_name_is_required_and_well_formed() {
         }),
         "lock.name"
     );
-    for bad in ["", "a/", "a\nb"] {
+    for bad in ["", "a/", "a\nb", "team/job", "/job"] {
         let a = LockArgs {
             lock: Some(bad.into()),
             ..args()
         };
         assert_eq!(field_of(&a), "lock.name", "{bad:?}");
     }
+    // A nested name would share its parent's key range: the message points to the prefix.
+    let e = config::load(
+        &LockArgs {
+            lock: Some("team/job".into()),
+            ..args()
+        },
+        &pod_env,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("prefix"), "{e}");
 }
 
 #[test]

@@ -4,8 +4,6 @@
 //! answering 200 while the abuse stays under the cap), its memory must stay bounded, and the lock
 //! state must not change (same state, fencing token, key and lease; same key in etcd).
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::{http_get, unique_name, EtcdCluster, Sidecar};
+use testkit::{http_get, unique_name, EtcdCluster, Sidecar};
 
 /// Resident memory of a process in KiB, from /proc/PID/status.
 fn rss_kib(pid: u32) -> u64 {

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockkeeper::http::{bind_with, AdminState, HttpLimits};
-use lockkeeper::metrics::Metrics;
-use lockkeeper::status::{AgentState, Status};
+use lockkeeper_agent::http::{bind_with, AdminState, HttpLimits};
+use lockkeeper_agent::metrics::Metrics;
+use lockkeeper_agent::status::{AgentState, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};

@@ -2,13 +2,16 @@
 //! `Scenario` lists the exact requests the reporter must make, in order, with method, path,
 //! query, patch Content-Type and JSON body, and the statuses the agent publishes in between.
 //! A request that never comes fails the test after a timeout; so does an unexpected one.
+//!
+//! The mock numbers the pod's `resourceVersion`: every successful pod answer carries the next
+//! number, and a "held" write must carry the last one it was given (its precondition).
 
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
-use lockkeeper::kubernetes::{KubeReporter, KubeSettings, RetryPolicy};
-use lockkeeper::status::{AgentState, Status};
+use lockkeeper_agent::kubernetes::{KubeReporter, KubeSettings, RetryPolicy};
+use lockkeeper_agent::status::{AgentState, Status};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -30,8 +33,16 @@ fn status(state: AgentState, token: Option<i64>, loss: Option<&str>) -> Status {
     s
 }
 
+/// Held, with a deadline far enough ahead for any scenario.
 fn held(token: i64) -> Status {
-    status(AgentState::Held, Some(token), None)
+    held_for(token, Duration::from_secs(3600))
+}
+
+/// Held, with the local deadline `ttl` from now.
+fn held_for(token: i64, ttl: Duration) -> Status {
+    let mut s = status(AgentState::Held, Some(token), None);
+    s.deadline = Some(tokio::time::Instant::now() + ttl);
+    s
 }
 
 // === the requests we expect ===
@@ -45,8 +56,8 @@ enum Call {
         reason: &'static str,
         message: String,
     },
-    /// JSON merge patch of `pods/{name}` setting the holder label.
-    Label { value: &'static str },
+    /// JSON merge patch of `pods/{name}` setting the holder label (`None`: removing it).
+    Label { value: Option<&'static str> },
     /// `POST` of an `events.k8s.io/v1` Event regarding the pod.
     Event {
         reason: &'static str,
@@ -64,12 +75,20 @@ enum Call {
 enum Reply {
     Ok,
     InternalError,
+    /// 409: the pod's resourceVersion moved on (the precondition failed).
+    Conflict,
+    /// Never answered (the client times out; the request may still be applied later).
+    Hang,
 }
 
 #[derive(Debug)]
 enum Step {
     Expect(Call, Reply),
     Publish(Status),
+    /// Publishes `held_for(token, ttl)`, with the deadline computed at that moment.
+    PublishHeldFor(i64, Duration),
+    /// No request may come for this long.
+    Quiet(Duration),
     /// The agent drops its sender (crashed or finished without `Stopping`).
     CloseChannel,
 }
@@ -87,6 +106,10 @@ enum Scenario {
     ErrorThenRetry,
     Supersession,
     ChannelClosed,
+    TimedOutHeldIsFenced,
+    Conflict,
+    DeadlineOnlyChanges,
+    DeadlinePasses,
 }
 
 fn not_held_initial() -> Call {
@@ -97,28 +120,31 @@ fn not_held_initial() -> Call {
     }
 }
 
-fn acquired(token: i64) -> Vec<Step> {
+/// The condition and the Event for holding with `token`.
+fn held_calls(token: i64) -> [Call; 2] {
     let message = format!("holding lock {LOCK:?} with fencing token {token}");
+    [
+        Call::Condition {
+            status: "True",
+            reason: "LockAcquired",
+            message: message.clone(),
+        },
+        Call::Event {
+            reason: "LockAcquired",
+            kind: "Normal",
+            action: "Acquire",
+            note: message,
+            uid: true,
+        },
+    ]
+}
+
+fn acquired(token: i64) -> Vec<Step> {
+    let [up, event] = held_calls(token);
     vec![
         Step::Publish(held(token)),
-        Step::Expect(
-            Call::Condition {
-                status: "True",
-                reason: "LockAcquired",
-                message: message.clone(),
-            },
-            Reply::Ok,
-        ),
-        Step::Expect(
-            Call::Event {
-                reason: "LockAcquired",
-                kind: "Normal",
-                action: "Acquire",
-                note: message,
-                uid: true,
-            },
-            Reply::Ok,
-        ),
+        Step::Expect(up, Reply::Ok),
+        Step::Expect(event, Reply::Ok),
     ]
 }
 
@@ -207,46 +233,33 @@ impl Scenario {
                 steps.extend(released(12).map(|c| Expect(c, Reply::Ok)));
             }
             Scenario::LabelMode => {
-                steps.push(Expect(Call::Label { value: "false" }, Reply::Ok));
+                steps.push(Expect(Call::Label { value: None }, Reply::Ok));
                 steps.push(Publish(held(3)));
-                steps.push(Expect(Call::Label { value: "true" }, Reply::Ok));
+                steps.push(Expect(
+                    Call::Label {
+                        value: Some("true"),
+                    },
+                    Reply::Ok,
+                ));
                 steps.push(Publish(status(
                     AgentState::Lost,
                     Some(3),
                     Some("key deleted"),
                 )));
-                steps.push(Expect(Call::Label { value: "false" }, Reply::Ok));
+                steps.push(Expect(Call::Label { value: None }, Reply::Ok));
                 steps.push(Publish(stopping));
             }
             Scenario::EventsDisabled => {
                 steps.push(Expect(not_held_initial(), Reply::Ok));
                 steps.push(Publish(held(5)));
-                let message = format!("holding lock {LOCK:?} with fencing token 5");
-                steps.push(Expect(
-                    Call::Condition {
-                        status: "True",
-                        reason: "LockAcquired",
-                        message,
-                    },
-                    Reply::Ok,
-                ));
+                steps.push(Expect(held_calls(5)[0].clone(), Reply::Ok));
                 steps.push(Publish(status(AgentState::Stopping, Some(5), None)));
                 steps.push(Expect(released(5)[0].clone(), Reply::Ok));
             }
             Scenario::EventsOnly => {
                 steps.push(Publish(held(9)));
                 steps.push(Expect(Call::GetPod, Reply::Ok));
-                let note = format!("holding lock {LOCK:?} with fencing token 9");
-                steps.push(Expect(
-                    Call::Event {
-                        reason: "LockAcquired",
-                        kind: "Normal",
-                        action: "Acquire",
-                        note,
-                        uid: true,
-                    },
-                    Reply::Ok,
-                ));
+                steps.push(Expect(held_calls(9)[1].clone(), Reply::Ok));
                 steps.push(Publish(status(AgentState::Stopping, Some(9), None)));
                 steps.push(Expect(released(9)[1].clone(), Reply::Ok));
             }
@@ -255,21 +268,9 @@ impl Scenario {
                 steps.push(Expect(not_held_initial(), Reply::InternalError));
                 steps.push(Expect(not_held_initial(), Reply::Ok));
                 steps.push(Publish(held(21)));
-                let message = format!("holding lock {LOCK:?} with fencing token 21");
-                let up = Call::Condition {
-                    status: "True",
-                    reason: "LockAcquired",
-                    message: message.clone(),
-                };
+                let [up, event] = held_calls(21);
                 steps.push(Expect(up.clone(), Reply::InternalError));
                 steps.push(Expect(up, Reply::Ok));
-                let event = Call::Event {
-                    reason: "LockAcquired",
-                    kind: "Normal",
-                    action: "Acquire",
-                    note: message,
-                    uid: true,
-                };
                 steps.push(Expect(event.clone(), Reply::InternalError));
                 steps.push(Expect(event, Reply::Ok));
                 steps.push(Publish(stopping));
@@ -279,30 +280,14 @@ impl Scenario {
                 let reason = "deadline passed without an acknowledged keepalive";
                 steps.push(Expect(not_held_initial(), Reply::Ok));
                 steps.push(Publish(held(30)));
-                let message = format!("holding lock {LOCK:?} with fencing token 30");
-                steps.push(Expect(
-                    Call::Condition {
-                        status: "True",
-                        reason: "LockAcquired",
-                        message: message.clone(),
-                    },
-                    Reply::InternalError,
-                ));
+                let [up, up_event] = held_calls(30);
+                steps.push(Expect(up, Reply::InternalError));
                 // Lost arrives while the "True" patch waits to be retried: the stale "True" must
                 // never be sent again; the next call is "False".
                 steps.push(Publish(status(AgentState::Lost, Some(30), Some(reason))));
                 let [down, lost_event] = lost(30, reason);
                 steps.push(Expect(down, Reply::Ok));
-                steps.push(Expect(
-                    Call::Event {
-                        reason: "LockAcquired",
-                        kind: "Normal",
-                        action: "Acquire",
-                        note: message,
-                        uid: true,
-                    },
-                    Reply::Ok,
-                ));
+                steps.push(Expect(up_event, Reply::Ok));
                 steps.push(Expect(lost_event, Reply::Ok));
                 steps.push(Publish(stopping));
             }
@@ -312,6 +297,67 @@ impl Scenario {
                 steps.push(CloseChannel);
                 steps.extend(released(2).map(|c| Expect(c, Reply::Ok)));
             }
+            Scenario::TimedOutHeldIsFenced => {
+                // The "True" patch is never answered: the client abandons it on its timeout, but
+                // the server may still apply it later. It carried the resourceVersion of the pod
+                // as last answered (so a late arrival after the "False" is refused), and once
+                // the "False" is applied, it is written once more a request timeout later.
+                let reason = "watch: our key was deleted";
+                steps.push(Expect(not_held_initial(), Reply::Ok));
+                steps.push(Publish(held(30)));
+                let [up, up_event] = held_calls(30);
+                steps.push(Expect(up, Reply::Hang));
+                steps.push(Publish(status(AgentState::Lost, Some(30), Some(reason))));
+                let [down, lost_event] = lost(30, reason);
+                steps.push(Expect(down.clone(), Reply::Ok));
+                steps.push(Expect(up_event, Reply::Ok));
+                steps.push(Expect(lost_event, Reply::Ok));
+                steps.push(Expect(down, Reply::Ok)); // the re-assertion
+                steps.push(Quiet(Duration::from_millis(600)));
+                steps.push(Publish(stopping));
+            }
+            Scenario::Conflict => {
+                // The pod changed since the last answer: the fenced "True" gets a 409, the
+                // reporter reads the pod and sends it again with the new resourceVersion.
+                steps.push(Expect(not_held_initial(), Reply::Ok));
+                steps.push(Publish(held(4)));
+                let [up, event] = held_calls(4);
+                steps.push(Expect(up.clone(), Reply::Conflict));
+                steps.push(Expect(Call::GetPod, Reply::Ok));
+                steps.push(Expect(up, Reply::Ok));
+                steps.push(Expect(event, Reply::Ok));
+                steps.push(Publish(status(AgentState::Stopping, Some(4), None)));
+                steps.extend(released(4).map(|c| Expect(c, Reply::Ok)));
+            }
+            Scenario::DeadlineOnlyChanges => {
+                // Renewals only move the deadline: the agent publishes each one, the pod
+                // already shows it, nothing is sent.
+                steps.push(Expect(not_held_initial(), Reply::Ok));
+                steps.extend(acquired(17));
+                for _ in 0..5 {
+                    steps.push(PublishHeldFor(17, Duration::from_secs(3600)));
+                    steps.push(Quiet(Duration::from_millis(100)));
+                }
+                steps.push(Publish(status(AgentState::Stopping, Some(17), None)));
+                steps.extend(released(17).map(|c| Expect(c, Reply::Ok)));
+            }
+            Scenario::DeadlinePasses => {
+                // Held with a deadline 300 ms ahead, and no status after it: at the deadline
+                // the reporter itself turns the pod to "not holding" (once: the agent's own
+                // Lost that follows changes nothing more).
+                steps.push(Expect(not_held_initial(), Reply::Ok));
+                steps.push(PublishHeldFor(8, Duration::from_millis(300)));
+                steps.extend(held_calls(8).map(|c| Expect(c, Reply::Ok)));
+                let why = "the local deadline passed without a renewed lease";
+                steps.extend(lost(8, why).map(|c| Expect(c, Reply::Ok)));
+                steps.push(Publish(status(
+                    AgentState::Lost,
+                    Some(8),
+                    Some("deadline passed without an acknowledged keepalive"),
+                )));
+                steps.push(Quiet(Duration::from_millis(300)));
+                steps.push(Publish(stopping));
+            }
         }
         steps
     }
@@ -319,12 +365,20 @@ impl Scenario {
     /// The retry backoff: short, except where a status must arrive during the backoff.
     fn retry(self) -> RetryPolicy {
         let ms = match self {
-            Scenario::Supersession => 2_000,
+            Scenario::Supersession | Scenario::TimedOutHeldIsFenced => 2_000,
             _ => 10,
         };
         RetryPolicy {
             initial: Duration::from_millis(ms),
             max: Duration::from_millis(ms),
+        }
+    }
+
+    /// The client's bound on one request: short where a request is left unanswered.
+    fn request_timeout(self) -> Duration {
+        match self {
+            Scenario::TimedOutHeldIsFenced => Duration::from_millis(300),
+            _ => Duration::from_secs(10),
         }
     }
 }
@@ -337,11 +391,15 @@ async fn run(scenario: Scenario) -> prometheus::Registry {
     let client = kube::Client::new(service, "default");
     let registry = prometheus::Registry::new();
     let (tx, rx) = watch::channel(status(AgentState::Connecting, None, None));
-    let reporter =
-        KubeReporter::new(client, scenario.settings(), &registry).with_retry(scenario.retry());
+    let reporter = KubeReporter::new(client, scenario.settings(), &registry)
+        .with_retry(scenario.retry())
+        .with_request_timeout(scenario.request_timeout());
     let task = reporter.spawn(rx);
 
     let mut tx = Some(tx);
+    // The pod's resourceVersion as last answered, and requests left unanswered.
+    let mut rv: u64 = 100;
+    let mut hung = vec![];
     for (i, step) in scenario.steps().into_iter().enumerate() {
         match step {
             Step::Publish(s) => {
@@ -349,6 +407,23 @@ async fn run(scenario: Scenario) -> prometheus::Registry {
                     .expect("channel open")
                     .send(s)
                     .expect("reporter is listening");
+            }
+            Step::PublishHeldFor(token, ttl) => {
+                tx.as_ref()
+                    .expect("channel open")
+                    .send(held_for(token, ttl))
+                    .expect("reporter is listening");
+            }
+            Step::Quiet(period) => {
+                if let Ok(Some((request, _))) =
+                    tokio::time::timeout(period, handle.next_request()).await
+                {
+                    panic!(
+                        "{scenario:?} step {i}: unexpected request {} {}",
+                        request.method(),
+                        request.uri()
+                    );
+                }
             }
             Step::CloseChannel => drop(tx.take()),
             Step::Expect(call, reply) => {
@@ -360,8 +435,16 @@ async fn run(scenario: Scenario) -> prometheus::Registry {
                     .unwrap_or_else(|| {
                         panic!("{scenario:?} step {i}: client gone before {call:?}")
                     });
-                let body = verify(scenario, i, &call, request).await;
-                send.send_response(respond(&call, reply, body));
+                let body = verify(scenario, i, &call, request, rv).await;
+                match reply {
+                    Reply::Hang => hung.push(send),
+                    _ => {
+                        if matches!(reply, Reply::Ok) && !matches!(call, Call::Event { .. }) {
+                            rv += 1;
+                        }
+                        send.send_response(respond(&call, reply, body, rv));
+                    }
+                }
             }
         }
     }
@@ -383,7 +466,13 @@ async fn run(scenario: Scenario) -> prometheus::Registry {
 }
 
 /// Asserts the request is exactly `call`; returns its JSON body.
-async fn verify(scenario: Scenario, step: usize, call: &Call, request: Request<Body>) -> Value {
+async fn verify(
+    scenario: Scenario,
+    step: usize,
+    call: &Call,
+    request: Request<Body>,
+    rv: u64,
+) -> Value {
     let ctx = format!("{scenario:?} step {step} ({call:?})");
     let (parts, body) = request.into_parts();
     let bytes = body.collect_bytes().await.expect("request body");
@@ -421,13 +510,13 @@ async fn verify(scenario: Scenario, step: usize, call: &Call, request: Request<B
                 .unwrap()
                 .remove("lastTransitionTime");
             assert_rfc3339(time, &ctx);
-            assert_eq!(
-                body,
-                json!({ "status": { "conditions": [{
-                    "type": CONDITION, "status": status, "reason": reason, "message": message,
-                }]}}),
-                "{ctx}"
-            );
+            let mut want = json!({ "status": { "conditions": [{
+                "type": CONDITION, "status": status, "reason": reason, "message": message,
+            }]}});
+            if *status == "True" {
+                want["metadata"] = json!({ "resourceVersion": rv.to_string() });
+            }
+            assert_eq!(body, want, "{ctx}");
         }
         Call::Label { value } => {
             assert_eq!(parts.method, Method::PATCH, "{ctx}");
@@ -438,11 +527,11 @@ async fn verify(scenario: Scenario, step: usize, call: &Call, request: Request<B
                 Some("application/merge-patch+json"),
                 "{ctx}"
             );
-            assert_eq!(
-                body,
-                json!({ "metadata": { "labels": { LABEL: value } } }),
-                "{ctx}"
-            );
+            let mut want = json!({ "metadata": { "labels": { LABEL: value } } });
+            if value.is_some() {
+                want["metadata"]["resourceVersion"] = json!(rv.to_string());
+            }
+            assert_eq!(body, want, "{ctx}");
         }
         Call::GetPod => {
             assert_eq!(parts.method, Method::GET, "{ctx}");
@@ -525,8 +614,16 @@ fn assert_rfc3339(time: Option<Value>, ctx: &str) {
     assert!(text.ends_with('Z'), "{ctx}: timestamp {text:?} not in UTC");
 }
 
-fn respond(call: &Call, reply: Reply, request_body: Value) -> Response<Body> {
+fn respond(call: &Call, reply: Reply, request_body: Value, rv: u64) -> Response<Body> {
     let (code, body) = match reply {
+        Reply::Conflict => (
+            StatusCode::CONFLICT,
+            json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "the object has been modified", "reason": "Conflict", "code": 409,
+            }),
+        ),
+        Reply::Hang => unreachable!("never answered"),
         Reply::InternalError => (
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({
@@ -540,7 +637,10 @@ fn respond(call: &Call, reply: Reply, request_body: Value) -> Response<Body> {
                 StatusCode::OK,
                 json!({
                     "apiVersion": "v1", "kind": "Pod",
-                    "metadata": { "name": POD, "namespace": NS, "uid": UID },
+                    "metadata": {
+                        "name": POD, "namespace": NS, "uid": UID,
+                        "resourceVersion": rv.to_string(),
+                    },
                 }),
             ),
         },
@@ -630,9 +730,30 @@ async fn closed_channel_releases_and_task_ends() {
     assert_no_errors(&run(Scenario::ChannelClosed).await);
 }
 
+#[tokio::test]
+async fn timed_out_held_patch_is_fenced_and_the_newer_state_reasserted() {
+    let registry = run(Scenario::TimedOutHeldIsFenced).await;
+    assert_eq!(errors(&registry, "patch_condition"), 1);
+}
+
+#[tokio::test]
+async fn conflict_rereads_the_pod_and_retries() {
+    assert_no_errors(&run(Scenario::Conflict).await);
+}
+
+#[tokio::test]
+async fn deadline_only_changes_send_nothing() {
+    assert_no_errors(&run(Scenario::DeadlineOnlyChanges).await);
+}
+
+#[tokio::test]
+async fn deadline_passing_without_a_status_turns_the_condition_false() {
+    assert_no_errors(&run(Scenario::DeadlinePasses).await);
+}
+
 #[test]
 fn auto_detect_needs_cluster_and_downward_api() {
-    use lockkeeper::kubernetes::auto_detect_with;
+    use lockkeeper_agent::kubernetes::auto_detect_with;
     let env = |vars: &'static [(&'static str, &'static str)]| {
         move |name: &str| {
             vars.iter()

@@ -1,4 +1,4 @@
-//! The fault-injection safety suite (issue 6): real etcd members and real `lockkeeper run`
+//! The fault-injection safety suite: real etcd members and real `lockkeeper run`
 //! sidecars as processes, faults on the processes, the network and etcd, clock skew, and a
 //! checker of DESIGN.md's safety rule on the recorded readiness histories, cross-checked by an
 //! external prober, a watch on the lock prefix and a fenced store.
@@ -6,8 +6,6 @@
 //! CI runs the short version here (every fault kind at least once, scenarios in parallel). The
 //! soak (`scripts/soak.sh --duration 10m`) runs `randomized_soak` for longer and writes
 //! docs/safety.md; without `LOCKKEEPER_SOAK_SECS` it runs one short randomized scenario.
-
-mod support;
 
 #[path = "../fuzz/harness.rs"]
 mod harness;
@@ -20,13 +18,16 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use support::fault::checker::{self, Violation};
-use support::fault::history::{
-    parse_history, Creation, EndBy, FencedStore, Interval, Probe, StoreStats,
-};
-use support::fault::proxy::{Dir, FaultProxy};
-use support::fault::report::{self, Control, Meta};
-use support::fault::world::{self, Fault, Outcome, Skew, Spec};
+use testkit::fault::checker::{self, Violation};
+use testkit::fault::history::{parse_history, EndBy, Interval};
+use testkit::fault::kind::Fault;
+use testkit::fault::outcome::Outcome;
+use testkit::fault::prober::Probe;
+use testkit::fault::proxy::{Dir, FaultProxy};
+use testkit::fault::report::{self, Control, Meta};
+use testkit::fault::scenario::{self, Skew, Spec};
+use testkit::fault::store::{FencedStore, StoreStats};
+use testkit::fault::watch::Creation;
 
 // === the checker on synthetic histories: it must be able to fail ===
 
@@ -40,6 +41,8 @@ fn iv(identity: &str, token: i64, start_ms: u64, end_ms: u64) -> Interval {
         start: start_ms * MS,
         end: end_ms * MS,
         end_by: EndBy::Unready,
+        lost_early_ns: None,
+        last_deadline: end_ms * MS,
     }
 }
 
@@ -239,6 +242,29 @@ fn history_intervals_are_conservative() {
     assert!((h.clock.measured_rate.unwrap() - 0.5).abs() < 1e-9);
     let i = &h.intervals[0];
     assert!(i.end >= (2000 + 4800) * MS, "{i:?}");
+    // The key found gone 1 s before the deadline is an early loss; at the deadline it is not.
+    let lost = |raw_ms: u64| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&line("unready", raw_ms, raw_ms - 1000, Some(7), None)).unwrap();
+        v["state"] = "lost".into();
+        v.to_string()
+    };
+    let early = [
+        line("start", 1000, 0, None, None),
+        line("ready", 1010, 10, Some(7), Some(2410)),
+        lost(2410),
+    ]
+    .join("\n");
+    let i = parse_history(&early, "a", 0, 1.0).unwrap().intervals[0].clone();
+    assert_eq!(i.lost_early_ns, Some(1000 * MS), "{i:?}");
+    let late = [
+        line("start", 1000, 0, None, None),
+        line("ready", 1010, 10, Some(7), Some(2410)),
+        lost(3405),
+    ]
+    .join("\n");
+    let i = parse_history(&late, "a", 0, 1.0).unwrap().intervals[0].clone();
+    assert_eq!(i.lost_early_ns, None, "{i:?}");
     // A garbled line is an error, not a silent gap.
     assert!(parse_history("{\"event\":\"ready\"", "a", 0, 1.0).is_err());
 }
@@ -570,13 +596,13 @@ fn skew_spec(rate: f64, margin: Duration, name: &str) -> Spec {
 
 #[test]
 fn sidecar_process_and_network_faults_keep_at_most_one_holder() {
-    let outcomes = world::run_many(vec![processes_spec(), network_spec()], 2);
+    let outcomes = scenario::run_many(vec![processes_spec(), network_spec()], 2);
     assert_safe(&outcomes);
 }
 
 #[test]
 fn etcd_member_faults_and_compaction_keep_at_most_one_holder() {
-    let outcomes = world::run_many(vec![members_spec(), churn_spec()], 2);
+    let outcomes = scenario::run_many(vec![members_spec(), churn_spec()], 2);
     assert_safe(&outcomes);
     let churn = &outcomes[1];
     assert!(
@@ -623,7 +649,7 @@ fn control_caught(o: &Outcome) -> Result<String, String> {
 
 #[test]
 fn clock_skew_within_the_margin_is_safe_and_beyond_it_is_caught() {
-    let outcomes = world::run_many(
+    let outcomes = scenario::run_many(
         vec![
             skew_spec(0.9, Duration::from_millis(600), "skew-0.9"),
             skew_spec(0.5, Duration::ZERO, "negative-skew-0.5-margin-0"),
@@ -637,12 +663,98 @@ fn clock_skew_within_the_margin_is_safe_and_beyond_it_is_caught() {
     }
 }
 
+/// Stale-leader rounds (3 members, every sidecar behind proxies), ending with a hand-over so
+/// that the lock moves at least once.
+fn stale_leader_spec(name: &str, rounds: usize, busy: bool) -> Spec {
+    let mut faults = vec![Fault::StaleLeader; rounds];
+    faults.push(Fault::TermHolder);
+    let mut s = Spec::new(name, 3, 3, &faults);
+    s.busy = busy;
+    s
+}
+
+#[test]
+fn stale_etcd_leaders_keep_at_most_one_holder_also_on_a_busy_machine() {
+    let outcomes = scenario::run_many(
+        vec![
+            stale_leader_spec("stale-leader", 3, false),
+            stale_leader_spec("stale-leader-busy", 1, true),
+        ],
+        2,
+    );
+    assert_safe(&outcomes);
+    for o in &outcomes {
+        let rounds: Vec<_> = o
+            .faults
+            .iter()
+            .filter(|f| f.fault == Fault::StaleLeader)
+            .collect();
+        let early = rounds
+            .iter()
+            .filter(|f| f.early_revocation.is_some())
+            .count();
+        eprintln!(
+            "{}: {early} of {} stale-leader rounds revoked the holder's lease early",
+            o.spec.name,
+            rounds.len()
+        );
+    }
+}
+
+/// The holder's key deleted behind its back while its link to etcd is slow: what an early
+/// revocation by etcd looks like to the lock.
+fn revoke_spec(name: &str, lock_delay: Option<Duration>) -> Spec {
+    let mut s = Spec::new(name, 1, 2, &[Fault::SyntheticRevoke]);
+    s.lock_delay = lock_delay;
+    s.negative = lock_delay.is_some_and(|d| d.is_zero());
+    s
+}
+
+/// The synthetic early revocation really happened: the holder lost its key before its deadline.
+fn revoked_early(o: &Outcome) -> bool {
+    o.faults
+        .iter()
+        .any(|f| f.fault == Fault::SyntheticRevoke && f.early_revocation.is_some())
+}
+
+#[test]
+fn early_revocation_overlaps_without_lock_delay_and_is_safe_with_it() {
+    let outcomes = scenario::run_many(
+        vec![
+            revoke_spec("revoke-lock-delay-default", None),
+            revoke_spec("negative-revoke-lock-delay-0", Some(Duration::ZERO)),
+        ],
+        2,
+    );
+    assert_safe(&outcomes[..1]);
+    for o in &outcomes {
+        assert!(
+            revoked_early(o),
+            "{}: the holder lost its key before its deadline:\n{}",
+            o.spec.name,
+            o.summary()
+        );
+    }
+    match control_caught(&outcomes[1]) {
+        Ok(detail) => eprintln!("negative control caught: {detail}"),
+        Err(e) => panic!("the checker missed the early revocation without lock-delay: {e}"),
+    }
+}
+
 // === the randomized soak (short in CI; long with scripts/soak.sh) ===
 
 fn random_spec(rng: &mut StdRng, n: usize) -> Spec {
     use Fault::*;
     let process = [KillHolder, KillWaiter, StopHolder, TermHolder];
-    let network = [Delay, Jitter, Blackhole, Reset, LossDown, LossUp];
+    let network = [
+        Delay,
+        Jitter,
+        Blackhole,
+        Reset,
+        LossDown,
+        LossUp,
+        SyntheticRevoke,
+    ];
     let members = [
         KillFollower,
         PauseFollower,
@@ -652,7 +764,7 @@ fn random_spec(rng: &mut StdRng, n: usize) -> Spec {
         PauseQuorum,
     ];
     let (template, members_n, nodes, pool): (&str, usize, usize, Vec<Fault>) =
-        match rng.random_range(0..4) {
+        match rng.random_range(0..5) {
             0 => ("net", 1, 3, [&process[..], &network[..]].concat()),
             1 => (
                 "members",
@@ -666,12 +778,16 @@ fn random_spec(rng: &mut StdRng, n: usize) -> Spec {
                 rng.random_range(2..=4),
                 [&process[..], &network[..], &members[..], &[CompactChurn]].concat(),
             ),
-            _ => ("skew", 1, 2, [&process[..], &network[..]].concat()),
+            3 => ("skew", 1, 2, [&process[..], &network[..]].concat()),
+            _ => ("stale", 3, 3, vec![StaleLeader]),
         };
     let count = rng.random_range(4..=7);
     let mut faults: Vec<Fault> = (0..count)
         .map(|_| pool[rng.random_range(0..pool.len())])
         .collect();
+    if template == "mixed" {
+        faults.push(StaleLeader);
+    }
     let mut spec = Spec::new(&format!("soak-{n}-{template}"), members_n, nodes, &[]);
     if template == "skew" {
         let rate = 0.85 + rng.random_range(0..=10) as f64 / 100.0; // 0.85..=0.95: within 1 − 600/3000
@@ -687,6 +803,11 @@ fn random_spec(rng: &mut StdRng, n: usize) -> Spec {
     spec.proxied = template != "members";
     spec.faults = faults;
     spec.seed = rng.random();
+    // A busy machine for a quarter of the scenarios, for their whole length.
+    if rng.random_range(0..4) == 0 {
+        spec.busy = true;
+        spec.name.push_str("-busy");
+    }
     spec
 }
 
@@ -715,7 +836,7 @@ fn randomized_soak() {
             let mut spec = random_spec(&mut rng, 0);
             let last = spec.faults.len() - 1;
             spec.faults.drain(4..last);
-            outcomes.extend(world::run_many(vec![spec], 1));
+            outcomes.extend(scenario::run_many(vec![spec], 1));
         }
         Some(secs) => {
             let budget = Duration::from_secs(secs);
@@ -723,20 +844,39 @@ fn randomized_soak() {
                 let mut batch: Vec<Spec> = (0..parallel)
                     .map(|k| random_spec(&mut rng, round * parallel + k))
                     .collect();
-                // Every third round, one slot runs the negative control instead.
-                if round % 3 == 0 {
+                // Every third round, one slot runs a negative control instead: clock skew and
+                // the early revocation without lock-delay by turns.
+                if round % 6 == 0 {
                     batch[0] = skew_spec(
                         0.5,
                         Duration::ZERO,
                         &format!("negative-{round}-skew-0.5-margin-0"),
                     );
                     batch[0].faults = vec![Fault::SkewCutoff];
+                } else if round % 6 == 3 {
+                    batch[0] = revoke_spec(
+                        &format!("negative-{round}-revoke-lock-delay-0"),
+                        Some(Duration::ZERO),
+                    );
                 }
-                for o in world::run_many(batch, parallel) {
+                for o in scenario::run_many(batch, parallel) {
                     if o.spec.name.starts_with("negative") {
-                        let r = control_caught(&o);
+                        let (what, r) = if o.spec.skew.is_some() {
+                            ("margin 0, holder clock ×0.5, cut off", control_caught(&o))
+                        } else {
+                            (
+                                "lock-delay 0, holder's key deleted, its link delayed 300 ms",
+                                control_caught(&o).and_then(|d| {
+                                    if revoked_early(&o) {
+                                        Ok(d)
+                                    } else {
+                                        Err(format!("the key was not lost early: {d}"))
+                                    }
+                                }),
+                            )
+                        };
                         controls.push(Control {
-                            name: format!("{}: margin 0, holder clock ×0.5, cut off", o.spec.name),
+                            name: format!("{}: {what}", o.spec.name),
                             caught: r.is_ok(),
                             detail: r.unwrap_or_else(|e| e),
                         });

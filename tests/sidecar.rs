@@ -2,16 +2,14 @@
 //! SIGTERM and SIGKILL, survival of member deaths, stepping down when cut off, the HTTP surface,
 //! invalid configuration, `exec` and `wait`.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lockkeeper::{acquire_lock, release_lock, EtcdOptions, LockOptions};
-use support::fault::proxy::FaultProxy;
-use support::{http_request, lockkeeper_bin, unique_name, EtcdCluster, Sidecar};
+use testkit::fault::proxy::FaultProxy;
+use testkit::{http_request, lockkeeper_bin, unique_name, EtcdCluster, Sidecar};
 
 /// Per sidecar: the (first seen, last seen) instants of each stretch of readiness.
 type Stretches = Vec<Vec<(Instant, Instant)>>;
@@ -40,7 +38,7 @@ impl ReadyMonitor {
             while !st.load(Ordering::SeqCst) {
                 let mut ready_now = Vec::new();
                 for (i, addr) in addrs.iter().enumerate() {
-                    let ready = support::http_get(addr, "/readyz", Duration::from_millis(300))
+                    let ready = testkit::http_get(addr, "/readyz", Duration::from_millis(300))
                         .map(|r| r.status == 200)
                         .unwrap_or(false);
                     let now = Instant::now();
@@ -159,6 +157,7 @@ fn sigkill_fails_over_within_ttl_and_only_one_is_ever_ready() {
     let monitor = ReadyMonitor::start(sidecars.iter().map(Sidecar::addr).collect());
     let (first, _) = wait_for_holder(&refs, Duration::from_secs(10));
     let first_token = sidecars[first].status()["fencing_token"].as_i64().unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // let the monitor sweep the first holder
     sidecars[first].signal("KILL");
     let killed = Instant::now();
     let others: Vec<&Sidecar> = refs
@@ -426,6 +425,26 @@ fn invalid_configuration_exits_2_naming_the_field() {
         (vec!["run", ep[0], ep[1]], vec![], "lock.name"),
         (vec!["run", "--lock", "x"], vec![], "etcd.endpoints"),
         (
+            vec!["run", ep[0], ep[1], "--lock", "team/job"],
+            vec![],
+            "lock.name",
+        ),
+        (
+            vec![
+                "exec",
+                ep[0],
+                ep[1],
+                "--lock",
+                "x",
+                "--kill-after",
+                "5s",
+                "--",
+                "true",
+            ],
+            vec![],
+            "exec.kill_after",
+        ),
+        (
             vec!["run", ep[0], ep[1], "--lock", "x", "--ttl", "1s"],
             vec![],
             "lock.ttl",
@@ -577,25 +596,32 @@ fn exec_stops_the_child_when_the_lock_is_lost() {
     let lock = unique_name("execloss");
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("term");
+    // The child would linger after SIGTERM: only SIGKILL ends it.
     let script = format!(
-        "trap 'echo stopped > {}; exit 3' TERM; while true; do sleep 0.05; done",
+        "trap 'echo stopped > {}' TERM; while true; do sleep 0.05; done",
         marker.display()
     );
-    let mut child = spawn_exec(&cluster, &lock, &["--kill-after", "2s"], &script);
+    let mut child = spawn_exec(&cluster, &lock, &[], &script);
     wait_for(Duration::from_secs(10), "the lock is held", || {
         !etcd_keys(&cluster, &format!("/locks/{lock}/")).is_empty()
     });
     std::thread::sleep(Duration::from_millis(500));
-    // An operator deletes the holder's key: the lock is lost.
+    // An operator deletes the holder's key: the lock is lost, and the child must go at once,
+    // long before the local deadline (TTL 3 s) would have ended it.
     let out = cluster
         .etcdctl()
         .args(["del", "--prefix", &format!("/locks/{lock}/")])
         .output()
         .unwrap();
     assert!(out.status.success());
+    let deleted = Instant::now();
     let status = wait_child(&mut child, Duration::from_secs(10));
-    assert!(marker.exists(), "the child got SIGTERM");
-    assert_eq!(status.code(), Some(3), "the child's exit code");
+    assert!(
+        deleted.elapsed() < Duration::from_secs(1),
+        "the child outlived the lock by {:?}",
+        deleted.elapsed()
+    );
+    assert_eq!(status.code(), Some(128 + 9), "the child was SIGKILLed");
 }
 
 /// Starts `lockkeeper exec` on `lock` with extra flags, running `sh -c script` as the child.
@@ -741,5 +767,165 @@ fn exec_forwards_signals_to_the_child() {
     assert!(
         etcd_keys(&cluster, &format!("/locks/{lock}/")).is_empty(),
         "released"
+    );
+}
+
+/// Reads `/events` of `addr` on a thread until `stop`, collecting every data event.
+fn follow_events(
+    addr: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        let mut events = std::net::TcpStream::connect(&addr).unwrap();
+        events
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        write!(events, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut reader = BufReader::new(events);
+        let mut datas = Vec::new();
+        let mut line = String::new();
+        while !stop.load(Ordering::SeqCst) {
+            match reader.read_line(&mut line) {
+                Ok(0) => break,
+                Ok(_) => {
+                    if let Some(json) = line.trim_end().strip_prefix("data: ") {
+                        datas.push(serde_json::from_str(json).unwrap());
+                    }
+                    line.clear();
+                }
+                // A read timeout keeps the partial line; go on reading.
+                Err(_) => continue,
+            }
+        }
+        datas
+    })
+}
+
+#[test]
+fn an_undisturbed_hold_of_five_ttls_keeps_every_gating_path_true() {
+    let cluster = EtcdCluster::single();
+    let lock = unique_name("longhold");
+    let s = Sidecar::start(&cluster.endpoints(), &lock, "long-0", "3s", &[]);
+    s.wait_ready(Duration::from_secs(10));
+
+    // exec beside it, on its own lock: a child that would exit 99 on SIGTERM.
+    let exec_lock = unique_name("longexec");
+    let mut exec = spawn_exec(
+        &cluster,
+        &exec_lock,
+        &[],
+        "trap 'exit 99' TERM; sleep 16; exit 7",
+    );
+    let exec_started = Instant::now();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let events = follow_events(s.addr(), stop.clone());
+    // Five TTLs of 3 s and a bit.
+    let until = Instant::now() + Duration::from_secs(16);
+    let mut next_scrape = Instant::now();
+    let mut scrapes = 0;
+    while Instant::now() < until {
+        assert_eq!(
+            s.ready(),
+            Some(true),
+            "/readyz left 200 during an undisturbed hold:\n{}",
+            s.log()
+        );
+        if Instant::now() >= next_scrape {
+            let (code, body) = s.get("/metrics");
+            assert_eq!(code, 200);
+            assert!(
+                body.lines().any(|l| l == "lockkeeper_lock_held 1"),
+                "lockkeeper_lock_held is not 1:\n{body}"
+            );
+            scrapes += 1;
+            next_scrape += Duration::from_millis(500);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let datas = events.join().unwrap();
+    assert!(scrapes >= 30, "{scrapes} scrapes");
+    assert!(!datas.is_empty(), "no event at all");
+    assert_eq!(datas[0]["held"], true, "{datas:?}");
+    assert!(
+        datas.iter().all(|d| d["held"] == true),
+        "/events said held:false while /readyz was 200: {datas:?}"
+    );
+
+    let status = wait_child(&mut exec, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(7), "exec touched a healthy child");
+    assert!(
+        exec_started.elapsed() >= Duration::from_secs(16),
+        "the child ran its whole time"
+    );
+}
+
+#[test]
+fn a_vanished_holder_costs_the_lock_delay_shown_in_status_and_metrics_a_sigterm_does_not() {
+    let cluster = EtcdCluster::single();
+    let lock = unique_name("lock-delay");
+    let flags = ["--lock-delay", "3s"];
+    let a = Sidecar::start(&cluster.endpoints(), &lock, "a", "10s", &flags);
+    a.wait_ready(Duration::from_secs(10));
+    let b = Sidecar::start(&cluster.endpoints(), &lock, "b", "10s", &flags);
+    wait_for(Duration::from_secs(10), "b queued", || {
+        b.status()["state"] == "waiting"
+    });
+
+    // The holder's key vanishes as in an early lease revocation.
+    let key = a.status()["key"].as_str().unwrap().to_owned();
+    let out = cluster.etcdctl().args(["del", &key]).output().unwrap();
+    assert!(out.status.success());
+    let vanished = Instant::now();
+    let mut seen_delay = None;
+    while b.ready() != Some(true) {
+        let st = b.status();
+        if st["state"] == "lock_delay" {
+            let left = st["lock_delay_remaining_ms"].as_u64().unwrap();
+            assert!(left <= 3000, "{st}");
+            seen_delay.get_or_insert(left);
+            assert_eq!(b.get("/readyz").0, 503, "not ready during the lock-delay");
+        }
+        assert!(vanished.elapsed() < Duration::from_secs(10), "b never held");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let waited = vanished.elapsed();
+    assert!(waited >= Duration::from_secs(3), "b held after {waited:?}");
+    assert!(seen_delay.is_some(), "/status never showed the lock-delay");
+    assert_eq!(
+        a.ready(),
+        Some(false),
+        "a stepped down when its key vanished"
+    );
+    let (_, metrics) = b.get("/metrics");
+    assert!(
+        metrics.contains("lockkeeper_lock_delays_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lockkeeper_state{state=\"lock_delay\"} 0"),
+        "{metrics}"
+    );
+    assert!(b.log().contains("\"event\":\"lock_delay\""), "audited");
+
+    // A clean hand-over (SIGTERM writes the release record) skips the delay.
+    wait_for(Duration::from_secs(10), "a queued again", || {
+        a.status()["state"] == "waiting"
+    });
+    let mut b = b;
+    let stopped = Instant::now();
+    b.sigterm_and_wait(Duration::from_secs(5));
+    a.wait_ready(Duration::from_secs(2));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "a clean hand-over took {:?}",
+        stopped.elapsed()
+    );
+    let (_, metrics) = a.get("/metrics");
+    assert!(
+        metrics.contains("lockkeeper_lock_delays_total 0"),
+        "{metrics}"
     );
 }

@@ -210,6 +210,17 @@ impl Sidecar {
 }
 
 pub fn spawn_sidecar(env: &Env, lock: &str, id: &str, ttl_s: u64) -> Result<Sidecar, BoxError> {
+    spawn_sidecar_with(env, lock, id, ttl_s, &[])
+}
+
+/// [`spawn_sidecar`] with extra flags.
+pub fn spawn_sidecar_with(
+    env: &Env,
+    lock: &str,
+    id: &str,
+    ttl_s: u64,
+    extra: &[&str],
+) -> Result<Sidecar, BoxError> {
     let port = free_port();
     let child = Command::new(&env.lockkeeper)
         .args([
@@ -226,6 +237,7 @@ pub fn spawn_sidecar(env: &Env, lock: &str, id: &str, ttl_s: u64) -> Result<Side
             "--log-format",
             "json",
         ])
+        .args(extra)
         .env_remove("POD_NAME")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdin(Stdio::null())

@@ -154,6 +154,19 @@ pub struct Many {
     pub requests_per_op: Vec<f64>,
 }
 
+impl Many {
+    pub fn new(id: &'static str, label: &str, how: String) -> Many {
+        Many {
+            id,
+            label: label.to_owned(),
+            how,
+            ops_per_s: vec![],
+            failed: 0,
+            requests_per_op: vec![],
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Results {
     pub uncontended: Vec<Row>,

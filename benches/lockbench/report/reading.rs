@@ -1,0 +1,141 @@
+//! "Reading the results": what the numbers say about where the time goes.
+
+use std::fmt::Write as _;
+
+use super::{lo_hi, med, ms, per_handover, requests_per_handover, row_series};
+use crate::results::Results;
+use crate::stats::Series;
+
+/// What the numbers say about where the time goes, computed from this run.
+fn reading(res: &Results) -> Vec<String> {
+    let mut out = Vec::new();
+    let u = &res.uncontended;
+    let m = |id: &str| row_series(u, id).and_then(Series::median);
+    if let (Some(floor), Some(txn), Some(reuse), Some(fresh), Some(floor4)) = (
+        m("floor_put_delete"),
+        m("floor_txn"),
+        m("lib_reuse"),
+        m("lib_fresh"),
+        m("floor_grant_put_delete_revoke"),
+    ) {
+        let library = if reuse / txn <= 1.2 {
+            "so the library adds little".to_owned()
+        } else {
+            format!(
+                "so the library adds {:.1} of those transactions' time: before it holds, a \
+                 contender that finds the lock free re-reads the queue and the release record \
+                 linearizably and, unless its key is the first write after the last clean \
+                 release, reads the queue's history since then (is a lock-delay due?)",
+                reuse / txn - 1.0
+            )
+        };
+        out.push(format!(
+            "Uncontended: with a reused lease lockkeeper costs {:.2} × its own two transactions \
+             sent by hand through the bare client, {library}; the rest of the gap to put + \
+             delete ({:.2} ×) is what etcd charges for conditional transactions. The default \
+             path also grants and revokes a lease on every acquisition (python-etcd3 leaves its \
+             lease to expire) and costs {:.2} × the four bare requests grant, put, delete, \
+             revoke.",
+            reuse / txn,
+            txn / floor,
+            fresh / floor4
+        ));
+    }
+    let h = &res.handoff;
+    if let (Some(f), Some(l)) = (
+        row_series(h, "floor").and_then(Series::median),
+        row_series(h, "lib").and_then(Series::median),
+    ) {
+        out.push(format!(
+            "Hand-off: a lockkeeper hand-off is the holder's release transaction, the watch event, \
+             and then the successor's linearizable re-read of the queue (the design re-checks its \
+             predecessor and its own key before claiming the lock): three etcd operations in a \
+             row where the floor has a delete and its event, hence {:.1} × the floor's median.",
+            l / f
+        ));
+    }
+    let cont = |id: &str| -> Vec<(usize, f64, f64)> {
+        res.contention
+            .iter()
+            .filter(|c| c.id == id)
+            .filter_map(|c| {
+                let r = requests_per_handover(c)?;
+                let p = per_handover(c);
+                let e = med(&p.iter().map(|x| x.watch_events).collect::<Vec<_>>())?;
+                Some((c.n, r, e))
+            })
+            .collect()
+    };
+    let (lib, py) = (cont("lib"), cont("py"));
+    if let (Some(l0), Some(l1), Some(p0), Some(p1)) =
+        (lib.first(), lib.last(), py.first(), py.last())
+    {
+        out.push(format!(
+            "Contention (client per contender): lockkeeper sends {:.1} → {:.1} requests and \
+             causes {:.1} → {:.1} watch events per hand-over from N = {} to N = {} (only the \
+             successor wakes); python-etcd3 goes from {:.1} to {:.1} requests and from {:.1} to \
+             {:.1} watch events per hand-over (every waiter wakes and retries).",
+            l0.1, l1.1, l0.2, l1.2, l0.0, l1.0, p0.1, p1.1, p0.2, p1.2
+        ));
+    }
+    let many = |id: &str| {
+        res.many
+            .iter()
+            .find(|x| x.id == id)
+            .and_then(|x| med(&x.ops_per_s))
+    };
+    if let (Some(floor), Some(txn), Some(shared), Some(fresh)) = (
+        many("floor"),
+        many("floor_txn"),
+        many("lib_shared"),
+        many("lib_fresh"),
+    ) {
+        out.push(format!(
+            "Many locks: with one shared lease lockkeeper runs at {:.2} × the rate of its own two \
+             transactions sent by hand, and etcd serves those transactions at {:.2} × the rate of \
+             bare put + delete at this concurrency; a lease per lock runs at {:.2} × the \
+             shared-lease rate. Each lock here is new, so no release record bounds its history: \
+             the newcomer's question whether a holder vanished is answered by a watch replay, \
+             which etcd serves at its next sync pass (up to 100 ms later).",
+            shared / txn,
+            txn / floor,
+            fresh / shared
+        ));
+    }
+    let fo: Vec<(String, f64)> = res
+        .failover
+        .iter()
+        .filter_map(|r| Some((r.label.clone(), r.series.median()?)))
+        .collect();
+    if fo.len() >= 2 {
+        let (lo, hi) = lo_hi(fo.iter().map(|x| x.1));
+        out.push(format!(
+            "Fail-over is bounded by the lease, not the client: the time left on the killed \
+             holder's lease plus etcd's 500 ms expiry check, plus the lock-delay where it \
+             applies. The medians ({}) are {:.0} ms apart{}.",
+            fo.iter()
+                .map(|(l, m)| format!("{l} {}", ms(Some(*m))))
+                .collect::<Vec<_>>()
+                .join(", "),
+            hi - lo,
+            if hi - lo < 500.0 {
+                ", less than that 500 ms granularity"
+            } else {
+                ""
+            }
+        ));
+    }
+    out
+}
+
+/// The section, when this run measured enough to say anything.
+pub(super) fn section(o: &mut String, res: &Results) {
+    let reading = reading(res);
+    if !reading.is_empty() {
+        let _ = writeln!(o, "## Reading the results\n");
+        for r in reading {
+            let _ = writeln!(o, "- {r}");
+        }
+        let _ = writeln!(o);
+    }
+}

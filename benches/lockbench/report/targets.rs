@@ -1,0 +1,269 @@
+//! "Targets": every benchmark target, what was measured, met or missed (and by how much).
+
+use std::fmt::Write as _;
+
+use super::{lo_hi, median_p99, ms, requests_per_handover, row_series};
+use crate::results::{Plan, Results};
+use crate::stats::Series;
+
+/// One target line: what was asked, what was measured, met or missed (and by how much).
+struct Verdict {
+    section: &'static str,
+    target: String,
+    result: String,
+    met: Option<bool>,
+}
+
+fn verdict_text(v: &Verdict) -> &'static str {
+    match v.met {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    }
+}
+
+/// `value` must be ≤ `limit`: "x (limit y): missed by z %".
+fn le(value: Option<f64>, limit: Option<f64>) -> Option<bool> {
+    Some(value? <= limit?)
+}
+
+fn over(value: f64, limit: f64) -> String {
+    if value <= limit {
+        String::new()
+    } else {
+        format!(" — {:.0} % over", (value / limit - 1.0) * 100.0)
+    }
+}
+
+fn verdicts(res: &Results, plan: &Plan) -> Vec<Verdict> {
+    let mut v = Vec::new();
+    let u = &res.uncontended;
+    let floor = row_series(u, "floor_put_delete").and_then(Series::median);
+    let fresh = row_series(u, "lib_fresh");
+    let reuse = row_series(u, "lib_reuse");
+    let py = row_series(u, "py").and_then(Series::median);
+    for (s, what) in [
+        (fresh, "new lease per lock (default)"),
+        (reuse, "lease reused"),
+    ] {
+        let m = s.and_then(Series::median);
+        let limit = floor.map(|f| f * 1.2);
+        v.push(Verdict {
+            section: "1",
+            target: format!("uncontended acquire + release ≤ 1.2 × floor (put + delete), {what}"),
+            result: match (m, floor) {
+                (Some(m), Some(f)) => format!(
+                    "median {} vs floor {} = {:.2} ×{}",
+                    ms(Some(m)),
+                    ms(Some(f)),
+                    m / f,
+                    over(m, f * 1.2)
+                ),
+                _ => "–".into(),
+            },
+            met: le(m, limit),
+        });
+        v.push(Verdict {
+            section: "1",
+            target: format!("≥ 1.4 × faster than python-etcd3, {what}"),
+            result: match (m, py) {
+                (Some(m), Some(p)) => format!(
+                    "python-etcd3 median {} ÷ {} = {:.2} ×",
+                    ms(Some(p)),
+                    ms(Some(m)),
+                    p / m
+                ),
+                _ => "–".into(),
+            },
+            met: match (m, py) {
+                (Some(m), Some(p)) => Some(p / m >= 1.4),
+                _ => None,
+            },
+        });
+    }
+
+    let h = &res.handoff;
+    let hfloor = row_series(h, "floor").and_then(Series::median);
+    // The peers as the targets define them: etcdctl lock's first command exits → second command
+    // starts; python-etcd3's release() → the other process's acquire() returns.
+    let both: Vec<(&str, Option<&Series>)> = vec![
+        ("etcdctl lock", row_series(h, "etcdctl")),
+        ("python-etcd3", row_series(h, "py")),
+    ];
+    let same_shape: Vec<(&str, Option<&Series>)> =
+        vec![("etcdctl lock NAME CMD", row_series(h, "etcdctl"))];
+    for (id, what, check_floor, peers) in [
+        ("lib", "library", true, &both),
+        ("sidecar", "sidecar (/events)", true, &both),
+        (
+            "exec",
+            "lockkeeper exec (same shape as etcdctl lock CMD)",
+            false,
+            &same_shape,
+        ),
+    ] {
+        let Some(s) = row_series(h, id) else { continue };
+        let p99 = s.p99();
+        if check_floor {
+            v.push(Verdict {
+                section: "2",
+                target: format!("hand-off p99 ≤ 2 × floor (delete → watch event), {what}"),
+                result: match (p99, hfloor) {
+                    (Some(p), Some(f)) => format!(
+                        "p99 {} vs floor median {} = {:.2} ×{}",
+                        ms(Some(p)),
+                        ms(Some(f)),
+                        p / f,
+                        over(p, 2.0 * f)
+                    ),
+                    _ => "–".into(),
+                },
+                met: le(p99, hfloor.map(|f| 2.0 * f)),
+            });
+        }
+        let mut parts = Vec::new();
+        let mut all = Some(true);
+        for (pname, ps) in peers.iter() {
+            match (median_p99(Some(s)), median_p99(*ps)) {
+                (Some((m, p)), Some((pm, pp))) => {
+                    parts.push(format!(
+                        "{pname}: median {} vs {}, p99 {} vs {}",
+                        ms(Some(m)),
+                        ms(Some(pm)),
+                        ms(Some(p)),
+                        ms(Some(pp))
+                    ));
+                    if !(m < pm && p < pp) {
+                        all = Some(false);
+                    }
+                }
+                _ => all = None,
+            }
+        }
+        let names: Vec<&str> = peers.iter().map(|p| p.0).collect();
+        v.push(Verdict {
+            section: "2",
+            target: format!(
+                "hand-off faster than {} (median and p99), {what}",
+                names.join(" and ")
+            ),
+            result: parts.join("; "),
+            met: all,
+        });
+    }
+
+    let f = &res.failover;
+    let ttl_ms = plan.failover_ttl as f64 * 1000.0;
+    // The default lock-delay is the safety margin, TTL/5: an unclean hand-over costs it.
+    let delay_ms = ttl_ms / 5.0;
+    if let Some(s) = row_series(f, "sidecar") {
+        v.push(Verdict {
+            section: "3",
+            target: format!(
+                "crash fail-over p99 ≤ TTL + lock-delay + 0.5 s = {:.1} s (sidecar, default lock-delay)",
+                (ttl_ms + delay_ms) / 1000.0 + 0.5
+            ),
+            result: match s.p99() {
+                Some(p) => format!("p99 {}{}", ms(Some(p)), over(p, ttl_ms + delay_ms + 500.0)),
+                None => "–".into(),
+            },
+            met: le(s.p99(), Some(ttl_ms + delay_ms + 500.0)),
+        });
+    }
+    if let Some(s) = row_series(f, "sidecar-nodelay") {
+        let both = (median_p99(Some(s)), median_p99(row_series(f, "etcdctl")));
+        v.push(Verdict {
+            section: "3",
+            target: "crash fail-over without the lock-delay no slower than etcdctl lock (median and p99)".into(),
+            result: match both {
+                (Some((m, p)), Some((em, ep))) => format!(
+                    "median {} vs {}, p99 {} vs {}",
+                    ms(Some(m)),
+                    ms(Some(em)),
+                    ms(Some(p)),
+                    ms(Some(ep))
+                ),
+                _ => "–".into(),
+            },
+            met: match both {
+                (Some((m, p)), Some((em, ep))) => Some(m <= em && p <= ep),
+                _ => None,
+            },
+        });
+    }
+
+    for (id, what) in [
+        ("lib", "client per contender"),
+        ("lib_shared", "one shared client"),
+    ] {
+        let reqs: Vec<(usize, f64)> = res
+            .contention
+            .iter()
+            .filter(|c| c.id == id)
+            .filter_map(|c| requests_per_handover(c).map(|m| (c.n, m)))
+            .collect();
+        if reqs.len() < 2 {
+            continue;
+        }
+        let (lo, hi) = lo_hi(reqs.iter().map(|x| x.1));
+        v.push(Verdict {
+            section: "4",
+            target: format!(
+                "etcd requests per hand-over flat in N (unary + watch; max ÷ min ≤ 1.25), {what}"
+            ),
+            result: format!(
+                "{} (max ÷ min = {:.2})",
+                reqs.iter()
+                    .map(|(n, m)| format!("N={n}: {m:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                hi / lo
+            ),
+            met: Some(hi / lo <= 1.25),
+        });
+    }
+
+    for fp in res.footprint.iter().filter(|f| f.label == "lockkeeper run") {
+        let mib = fp.rss_kib as f64 / 1024.0;
+        v.push(Verdict {
+            section: "5",
+            target: format!("sidecar {}: RSS ≤ 10 MiB", fp.role),
+            result: format!(
+                "{mib:.1} MiB (peak {:.1} MiB){}",
+                fp.hwm_kib as f64 / 1024.0,
+                over(mib, 10.0)
+            ),
+            met: Some(mib <= 10.0),
+        });
+        v.push(Verdict {
+            section: "5",
+            target: format!("sidecar {}: CPU ≤ 0.2 % of one core", fp.role),
+            result: format!(
+                "{:.3} % over {:.0} s{}",
+                fp.cpu_pct,
+                fp.secs,
+                over(fp.cpu_pct, 0.2)
+            ),
+            met: Some(fp.cpu_pct <= 0.2),
+        });
+    }
+    v
+}
+
+/// The targets table.
+pub(super) fn section(o: &mut String, res: &Results, plan: &Plan) {
+    let _ = writeln!(o, "## Targets\n");
+    let _ = writeln!(o, "| § | Target | Result | |");
+    let _ = writeln!(o, "|---|---|---|---|");
+    for v in verdicts(res, plan) {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            v.section,
+            v.target,
+            v.result,
+            verdict_text(&v)
+        );
+    }
+    let _ = writeln!(o);
+}
