@@ -70,7 +70,7 @@ pub enum LockState {
         key: String,
         /// Our lease.
         lease: LeaseId,
-        /// Local deadline of the safety rule (monotonic).
+        /// Local deadline of the safety rule (on the boot-time clock, which counts through a suspend).
         deadline: Instant,
     },
     /// Was held, is not any more; release to clean up.

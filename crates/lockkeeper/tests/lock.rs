@@ -499,6 +499,58 @@ async fn holder_survives_the_death_of_the_leader() {
     lock.release().await.unwrap();
 }
 
+/// The deadline a held state carries.
+fn deadline_of(state: &LockState) -> Option<tokio::time::Instant> {
+    match state {
+        LockState::Held { deadline, .. } => Some(*deadline),
+        _ => None,
+    }
+}
+
+/// etcd unreachable from right after a renewal until shortly before the deadline (a dead
+/// member, an election) costs nothing: the first keepalive attempts fail fast, and the retries
+/// must still come often enough near the deadline to renew as soon as etcd answers, instead of
+/// backing off past it. A retry that backs off freely survives one such outage about half the
+/// time, so four in a row show the difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_outages_that_end_before_the_deadline_are_ridden_out() {
+    use testkit::fault::proxy::FaultProxy;
+    let cluster = EtcdCluster::single();
+    let proxy = FaultProxy::start(&cluster.endpoint(0));
+    let etcd = connect(vec![proxy.endpoint.clone()]).await;
+    let lock = DistributedLock::new(etcd, unique_name("outage"), opts(5)).unwrap();
+    let token = lock.acquire().await.unwrap();
+    let mut states = lock.subscribe();
+    for outage in 1..=4 {
+        let before = deadline_of(&states.borrow()).expect("held");
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            states.wait_for(|s| deadline_of(s).is_some_and(|d| d > before)),
+        )
+        .await
+        .expect("a renewal")
+        .unwrap();
+        proxy.reset();
+        let deadline = deadline_of(&states.borrow()).expect("held");
+        tokio::time::sleep_until(deadline - Duration::from_millis(600)).await;
+        proxy.heal();
+        let renewed = tokio::time::timeout(
+            Duration::from_secs(5),
+            states.wait_for(|s| deadline_of(s).is_none_or(|d| d > deadline)),
+        )
+        .await
+        .expect("a state change");
+        let now = renewed.unwrap().clone();
+        assert!(
+            deadline_of(&now).is_some(),
+            "outage {outage}: lost although etcd answered again 600 ms before the deadline: {now:?}"
+        );
+    }
+    assert!(lock.is_locked().await.unwrap());
+    assert_eq!(lock.fencing_token(), Some(token));
+    lock.release().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interoperates_with_etcdctl_lock() {
     let cluster = EtcdCluster::single();

@@ -31,6 +31,18 @@ enum Round {
     Failed(String),
 }
 
+/// The shortest pause between two keepalive attempts.
+const MIN_RETRY: Duration = Duration::from_millis(50);
+
+/// The pause after a failed keepalive: the backoff's, but never more than a quarter of what is
+/// left before the deadline. A member that died or an election in progress fails the first
+/// attempts fast; the backoff alone would then grow past the deadline and give up a lease that
+/// a new leader would have renewed a moment later. Capped this way, the last stretch before
+/// the deadline still holds several attempts.
+fn retry_pause(backoff: Duration, left: Duration) -> Duration {
+    backoff.min(left / 4).max(MIN_RETRY)
+}
+
 impl Keeper {
     pub(super) async fn run(self, mut deadline: Instant) {
         let mut stream: Option<KeepAlive> = None;
@@ -94,7 +106,10 @@ impl Keeper {
                 }
                 Round::Failed(why) => {
                     self.etcd.observer().keepalive(false);
-                    let pause = backoff.next_pause();
+                    let pause = retry_pause(
+                        backoff.next_pause(),
+                        deadline.saturating_duration_since(crate::clock::now()),
+                    );
                     tracing::warn!(lease = %self.lease, error = %why, retry_in_ms = pause.as_millis() as u64, "lease keepalive failed");
                     stream = None;
                     next = Instant::now() + pause;
@@ -150,5 +165,20 @@ impl Keeper {
         if mark_lost(&self.state, why) {
             tracing::info!(lease = %self.lease, reason = why.as_str(), "lease no longer trusted");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_near_the_deadline_come_faster_than_the_backoff() {
+        let ms = Duration::from_millis;
+        assert_eq!(retry_pause(ms(1200), ms(4000)), ms(1000));
+        assert_eq!(retry_pause(ms(1200), ms(1220)), ms(305));
+        assert_eq!(retry_pause(ms(150), ms(4000)), ms(150));
+        assert_eq!(retry_pause(ms(1200), ms(100)), MIN_RETRY);
+        assert_eq!(retry_pause(ms(1200), Duration::ZERO), MIN_RETRY);
     }
 }
