@@ -122,6 +122,11 @@ impl LockOptions {
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
     }
+
+    /// The existing lease given with [`LockOptions::with_lease`], if any.
+    pub fn lease(&self) -> Option<LeaseId> {
+        self.lease
+    }
 }
 
 /// Progress of one acquisition, for observers (the sidecar's `/status`).
@@ -215,20 +220,30 @@ impl LockHandle {
     pub(crate) fn into_parts(self) -> (Contender, Option<Session>) {
         (self.contender, self.session)
     }
+
+    /// Takes the session out of the handle, for a caller that keeps it beyond this hold (and
+    /// so also revokes it itself); [`release_lock`] then deletes the key and revokes nothing.
+    pub(crate) fn take_session(&mut self) -> Option<Session> {
+        self.session.take()
+    }
 }
 
 /// Acquires `name`: grants (or reuses) a lease, enqueues, waits in FIFO order watching only the
 /// predecessor. On timeout or error nothing is left behind: our key is deleted and a lease we
 /// granted is revoked.
 pub async fn acquire_lock(etcd: &Etcd, name: &str, opts: &LockOptions) -> Result<LockHandle> {
-    Box::pin(acquire_observed(etcd, name, opts, None)).await
+    Box::pin(acquire_observed(etcd, name, opts, None, None)).await
 }
 
+/// [`acquire_lock`], reporting progress on `progress`, and on `kept`'s lease when given and
+/// trusted: a session the caller keeps between acquisitions. The handle then carries no
+/// session, and cleaning up after a failure deletes our key but leaves that lease alone.
 pub(crate) async fn acquire_observed(
     etcd: &Etcd,
     name: &str,
     opts: &LockOptions,
     progress: Option<&watch::Sender<Progress>>,
+    kept: Option<&Session>,
 ) -> Result<LockHandle> {
     crate::lock_prefix(&opts.prefix, name)?;
     let started = Instant::now();
@@ -236,19 +251,26 @@ pub(crate) async fn acquire_observed(
     if let Some(p) = progress {
         p.send_replace(Progress::Enqueueing);
     }
-    // Keep the lease alive while we wait; whether to keep renewing once held is decided below.
-    let waiting = opts.session.clone().with_renewal(true);
-    let session = async {
-        match opts.lease {
-            Some(lease) => Session::attach(etcd, lease, &waiting).await,
-            None => Session::grant(etcd, &waiting).await,
+    let kept = kept.filter(|s| s.is_trusted());
+    let session = match kept {
+        Some(_) => None,
+        None => {
+            // Keep the lease alive while we wait; whether to keep renewing once held is decided
+            // below.
+            let waiting = opts.session.clone().with_renewal(true);
+            let session = async {
+                match opts.lease {
+                    Some(lease) => Session::attach(etcd, lease, &waiting).await,
+                    None => Session::grant(etcd, &waiting).await,
+                }
+            };
+            Some(queue::bounded(deadline, name, started, session).await?)
         }
     };
-    let session = Some(queue::bounded(deadline, name, started, session).await?);
-    let lease = opts
-        .lease
-        .or_else(|| session.as_ref().map(Session::lease))
-        .expect("a lease either given or granted");
+    let lease = kept
+        .or(session.as_ref())
+        .map(Session::lease)
+        .expect("a lease either kept or given or granted");
     audit::attempt(name, &opts.identity, lease, opts.timeout);
     // Until the lock is ours, anything that ends this future early (a caller's timeout, a
     // dropped task) must not leave our key in the queue, where it would become the owner and
@@ -257,17 +279,19 @@ pub(crate) async fn acquire_observed(
     let mut pending = Pending {
         etcd: etcd.clone(),
         key: Some(key),
+        lease,
         session,
     };
 
     let queued = queue::bounded(deadline, name, started, async {
-        let session = pending.session.as_ref();
+        let session = pending.session.as_ref().or(kept);
         let (me, owner) = queue::enqueue(etcd, &opts.prefix, name, lease, &opts.identity).await?;
         let granted = session.map_or(opts.session.ttl(), Session::granted_ttl);
         let delay = opts.lock_delay_for(granted);
         // First in line at once needs no wait, unless the lock-delay has to look at how the
-        // last holder left.
-        if owner.as_ref().map(|o| o.revision) != Some(me.revision) || !delay.is_zero() {
+        // last holder left (which the enqueue may already have answered).
+        let first = owner.as_ref().map(|o| o.revision) == Some(me.revision);
+        if !(me.follows_clean_release || first && delay.is_zero()) {
             let me = &me;
             let report = |event: WaitEvent| async move {
                 let Some(p) = progress else { return };
@@ -302,11 +326,13 @@ pub(crate) async fn acquire_observed(
     match queued {
         Ok(me) => {
             let waited = started.elapsed();
-            if let Some(s) = &session {
+            if let Some(s) = session.as_ref().or(kept) {
                 if !s.is_trusted() {
-                    cleanup(etcd, key, session).await;
+                    cleanup(etcd, key, lease, session).await;
                     return Err(Error::LeaseExpired { lease: lease.0 });
                 }
+            }
+            if let Some(s) = &session {
                 if !opts.session.renews() {
                     s.stop_renewing();
                 }
@@ -323,17 +349,18 @@ pub(crate) async fn acquire_observed(
             if matches!(e, Error::Timeout(..)) {
                 audit::timed_out(name, &opts.identity, started.elapsed());
             }
-            cleanup(etcd, key, session).await;
+            cleanup(etcd, key, lease, session).await;
             Err(e)
         }
     }
 }
 
-/// An acquisition under way: our key and the lease we granted, cleaned up in the background
-/// if the acquiring future is dropped before it finished.
+/// An acquisition under way: our key (on `lease`) and the session this acquisition started,
+/// cleaned up in the background if the acquiring future is dropped before it finished.
 struct Pending {
     etcd: Etcd,
     key: Option<String>,
+    lease: LeaseId,
     session: Option<Session>,
 }
 
@@ -353,7 +380,8 @@ impl Drop for Pending {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 let etcd = self.etcd.clone();
-                rt.spawn(async move { cleanup(&etcd, key, session).await });
+                let lease = self.lease;
+                rt.spawn(async move { cleanup(&etcd, key, lease, session).await });
             }
             Err(_) => tracing::warn!(
                 "lock acquisition dropped outside a tokio runtime; its key expires with its lease"
@@ -391,23 +419,20 @@ where
     }
 }
 
-/// Best effort: delete our key if it exists, revoke the lease we granted.
-async fn cleanup(etcd: &Etcd, key: Option<String>, session: Option<Session>) {
+/// Best effort: delete our key (on `lease`) if it exists, revoke the session this acquisition
+/// started (a kept or external lease is left alone).
+async fn cleanup(etcd: &Etcd, key: Option<String>, lease: LeaseId, session: Option<Session>) {
     if let Some(key) = key {
         let k = key.clone();
-        // Revoking the lease deletes the key too; deleting it explicitly also covers an external
-        // lease. Only a key attached to our lease is ours, so compare the lease.
-        let lease = session.as_ref().map(|s| s.lease().0);
-        let txn = match lease {
-            Some(l) => etcd_client::Txn::new()
-                .when([etcd_client::Compare::lease(
-                    k.clone(),
-                    etcd_client::CompareOp::Equal,
-                    l,
-                )])
-                .and_then([etcd_client::TxnOp::delete(k, None)]),
-            None => etcd_client::Txn::new().and_then([etcd_client::TxnOp::delete(k, None)]),
-        };
+        // Revoking the lease deletes the key too; deleting it explicitly also covers a kept or
+        // external lease. Only a key attached to our lease is ours, so compare the lease.
+        let txn = etcd_client::Txn::new()
+            .when([etcd_client::Compare::lease(
+                k.clone(),
+                etcd_client::CompareOp::Equal,
+                lease.0,
+            )])
+            .and_then([etcd_client::TxnOp::delete(k, None)]);
         if let Err(e) = etcd
             .call("cleanup", |mut c| {
                 let txn = txn.clone();

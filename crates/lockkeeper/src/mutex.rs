@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::acquire::{acquire_observed, LockHandle, LockOptions, Progress};
 use crate::etcd::Etcd;
-use crate::session::{LeaseLoss, LeaseState};
+use crate::session::{LeaseLoss, LeaseState, Session};
 use crate::{audit, queue, Contender, Error, FencingToken, LeaseId, ReleaseOutcome, Result};
 
 /// Why a held lock stopped being held without a release.
@@ -95,12 +95,32 @@ struct Holding {
     monitor: JoinHandle<()>,
 }
 
+/// What the handle has in etcd: the current hold, and the session it keeps between holds.
+#[derive(Default)]
+struct Slot {
+    holding: Option<Holding>,
+    /// The lease this handle granted and keeps alive from one acquisition to the next (as
+    /// etcd's own `concurrency.Session` does), so an uncontended acquire + release costs two
+    /// transactions and no lease grant or revoke. Revoked by `close()` and when the last
+    /// handle is dropped; replaced when it stops being trusted.
+    session: Option<Session>,
+}
+
 struct Shared {
     etcd: Etcd,
     name: String,
     opts: LockOptions,
-    holding: Mutex<Option<Holding>>,
+    slot: Mutex<Slot>,
     state: watch::Sender<LockState>,
+}
+
+impl Shared {
+    /// Whether this handle keeps its session between acquisitions: when it grants the lease
+    /// itself and keeps it alive. A lease given with `with_lease` is followed per acquisition;
+    /// without renewal each acquisition's lease runs out on its own.
+    fn keeps_session(&self) -> bool {
+        self.opts.lease().is_none() && self.opts.session().renews()
+    }
 }
 
 /// A handle on one named lock. Clones share the handle (and its reentrancy count).
@@ -129,7 +149,7 @@ impl DistributedLock {
                 etcd,
                 name,
                 opts,
-                holding: Mutex::new(None),
+                slot: Mutex::new(Slot::default()),
                 state,
             }),
         })
@@ -148,14 +168,23 @@ impl DistributedLock {
     /// Acquires the lock, or, if this handle already holds it, counts one more holder without
     /// any etcd call. Returns the fencing token.
     pub async fn acquire(&self) -> Result<FencingToken> {
-        let mut holding = self.shared.holding.lock().await;
-        if let Some(h) = holding.as_mut() {
+        let mut slot = self.shared.slot.lock().await;
+        let slot = &mut *slot;
+        if let Some(h) = slot.holding.as_mut() {
             if let LockState::Lost { reason, .. } = *self.shared.state.borrow() {
                 return Err(Error::Lost(reason.as_str()));
             }
             h.count += 1;
             return Ok(h.handle.token());
         }
+        if slot.session.as_ref().is_some_and(|s| !s.is_trusted()) {
+            // Lost (expired, or not renewed in time): never used again, and revoked in case
+            // etcd still has it.
+            if let Some(old) = slot.session.take() {
+                revoke_in_background(old);
+            }
+        }
+        let keeps = self.shared.keeps_session();
         let (progress_tx, mut progress_rx) = watch::channel(Progress::Enqueueing);
         let state = self.shared.state.clone();
         state.send_replace(LockState::Acquiring(Progress::Enqueueing));
@@ -168,30 +197,51 @@ impl DistributedLock {
             }
         });
         // Boxed: the acquisition's future is large, and callers nest it in their own.
-        let acquired = Box::pin(acquire_observed(
-            &self.shared.etcd,
-            &self.shared.name,
-            &self.shared.opts,
-            Some(&progress_tx),
-        ))
-        .await;
+        let acquired = loop {
+            let kept = slot.session.as_ref().filter(|_| keeps);
+            let acquired = Box::pin(acquire_observed(
+                &self.shared.etcd,
+                &self.shared.name,
+                &self.shared.opts,
+                Some(&progress_tx),
+                kept,
+            ))
+            .await;
+            match (&acquired, kept) {
+                // etcd refused our key because the kept lease is gone (revoked or expired
+                // while idle, before the keeper noticed): give it up and start once more on a
+                // new lease. The failed attempt cost one request.
+                (Err(e), Some(_)) if is_lease_not_found(e) => {
+                    if let Some(old) = slot.session.take() {
+                        old.mark_lost(LeaseLoss::Expired);
+                    }
+                }
+                _ => break acquired,
+            }
+        };
         // No await between a successful acquisition and storing it below: a caller that drops
         // this future (a timeout around it) must never leave a held key behind.
         drop(progress_tx);
         forward.abort();
         idle_on_drop.0 = None;
-        let handle = match acquired {
+        let mut handle = match acquired {
             Ok(h) => h,
             Err(e) => {
                 self.shared.state.send_replace(LockState::Idle);
                 return Err(e);
             }
         };
+        if keeps {
+            if let Some(granted) = handle.take_session() {
+                slot.session = Some(granted);
+            }
+        }
         let token = handle.token();
+        let following = handle.session().or(slot.session.as_ref().filter(|_| keeps));
         let monitor = spawn_monitor(
             self.shared.etcd.clone(),
             handle.contender().clone(),
-            handle.session().map(|s| {
+            following.map(|s| {
                 let check_every = self
                     .shared
                     .opts
@@ -201,7 +251,7 @@ impl DistributedLock {
             }),
             self.shared.state.clone(),
         );
-        *holding = Some(Holding {
+        slot.holding = Some(Holding {
             handle,
             count: 1,
             monitor,
@@ -220,11 +270,13 @@ impl DistributedLock {
         })
     }
 
-    /// Releases one hold. Only the last release deletes our key (if it is still ours) and
-    /// revokes the lease; earlier ones only count down. Releasing when not holding returns
+    /// Releases one hold. Only the last release deletes our key (if it is still ours, with the
+    /// release record); earlier ones only count down. The handle's session stays for the next
+    /// acquisition (see [`DistributedLock::close`]). Releasing when not holding returns
     /// [`ReleaseOutcome::NotOwner`].
     pub async fn release(&self) -> Result<ReleaseOutcome> {
-        let mut holding = self.shared.holding.lock().await;
+        let mut slot = self.shared.slot.lock().await;
+        let holding = &mut slot.holding;
         let Some(h) = holding.as_mut() else {
             return Ok(ReleaseOutcome::NotOwner);
         };
@@ -246,25 +298,32 @@ impl DistributedLock {
     }
 
     /// Gives up every hold at once, whatever the count: deletes our key (if it is still ours,
-    /// with the release record) and revokes the lease, and waits for both. Await this before
-    /// the end of `main`: dropping the last handle starts the same cleanup in the background,
-    /// which a runtime that is shutting down may never run (the key then lives until the lease
-    /// expires). Closing a handle that holds nothing returns [`ReleaseOutcome::NotOwner`].
+    /// with the release record), then revokes the handle's lease, and waits for both. Await
+    /// this before the end of `main`: dropping the last handle starts the same cleanup in the
+    /// background, which a runtime that is shutting down may never run (the key and lease then
+    /// live until the lease expires). The handle can acquire again afterwards (with a new
+    /// lease). Closing a handle that holds nothing returns [`ReleaseOutcome::NotOwner`].
     pub async fn close(&self) -> Result<ReleaseOutcome> {
-        let mut holding = self.shared.holding.lock().await;
-        if let Some(h) = holding.as_mut() {
+        let mut slot = self.shared.slot.lock().await;
+        if let Some(h) = slot.holding.as_mut() {
             h.count = 1;
         }
-        drop(holding);
-        self.release().await
+        drop(slot);
+        let outcome = self.release().await;
+        let session = self.shared.slot.lock().await.session.take();
+        if let Some(s) = session {
+            revoke(s).await;
+        }
+        outcome
     }
 
     /// How many holds this handle has (0 = not held).
     pub async fn hold_count(&self) -> u32 {
         self.shared
-            .holding
+            .slot
             .lock()
             .await
+            .holding
             .as_ref()
             .map_or(0, |h| h.count)
     }
@@ -314,28 +373,57 @@ impl Drop for IdleOnDrop<'_> {
 }
 
 impl Drop for Shared {
-    /// The last handle is gone while still holding: release in the background (see
-    /// [`DistributedLock::close`] for the awaited way).
+    /// The last handle is gone: release a hold and revoke the kept session in the background
+    /// (see [`DistributedLock::close`] for the awaited way).
     fn drop(&mut self) {
-        let Some(h) = self.holding.get_mut().take() else {
+        let slot = std::mem::take(self.slot.get_mut());
+        if slot.holding.is_none() && slot.session.is_none() {
             return;
-        };
-        h.monitor.abort();
+        }
+        let Slot { holding, session } = slot;
+        if let Some(h) = &holding {
+            h.monitor.abort();
+        }
         self.state.send_replace(LockState::Idle);
         let etcd = self.etcd.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    if let Err(e) = crate::acquire::release_lock(&etcd, h.handle).await {
-                        tracing::warn!(error = %e, "release after the last lock handle was dropped failed");
+                    if let Some(h) = holding {
+                        if let Err(e) = crate::acquire::release_lock(&etcd, h.handle).await {
+                            tracing::warn!(error = %e, "release after the last lock handle was dropped failed");
+                        }
+                    }
+                    if let Some(s) = session {
+                        revoke(s).await;
                     }
                 });
             }
             Err(_) => tracing::warn!(
                 lock = %self.name,
-                "last lock handle dropped outside a tokio runtime; the key expires with its lease"
+                "last lock handle dropped outside a tokio runtime; its key and lease expire with the TTL"
             ),
         }
+    }
+}
+
+/// Whether etcd refused a request because the lease it names does not exist.
+fn is_lease_not_found(e: &Error) -> bool {
+    matches!(e, Error::Etcd { source, .. } if source.to_string().contains("lease not found"))
+}
+
+/// Revokes a session this handle kept; a failure is logged (the lease then expires on its own).
+async fn revoke(session: Session) {
+    let lease = session.lease();
+    if let Err(e) = session.revoke().await {
+        tracing::warn!(%lease, error = %e, "lease revoke failed; it expires with its TTL");
+    }
+}
+
+/// [`revoke`] on its own task, where there is a runtime to run it.
+fn revoke_in_background(session: Session) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(revoke(session));
     }
 }
 

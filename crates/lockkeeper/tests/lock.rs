@@ -996,6 +996,77 @@ async fn close_gives_up_every_hold_and_an_abandoned_acquire_leaves_the_handle_id
     assert_eq!(lock.close().await.unwrap(), ReleaseOutcome::NotOwner);
 }
 
+/// The lease the handle holds with, while held.
+fn lease_of(state: &LockState) -> Option<lockkeeper::LeaseId> {
+    match state {
+        LockState::Held { lease, .. } => Some(*lease),
+        _ => None,
+    }
+}
+
+/// A handle keeps its lease alive between acquisitions, as etcd's own `concurrency.Session`
+/// does: a release deletes the key and leaves the lease; the next acquisition, several TTLs
+/// later, enqueues on the same lease without granting one; `close` revokes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_keeps_its_lease_between_acquisitions_and_revokes_it_on_close() {
+    let cluster = EtcdCluster::single();
+    let etcd = connect(cluster.endpoints()).await;
+    let name = unique_name("kept");
+    let lock = DistributedLock::new(etcd.clone(), &name, opts(2)).unwrap();
+    let first = lock.acquire().await.unwrap();
+    let lease = lease_of(&lock.state()).expect("held");
+    assert_eq!(lock.release().await.unwrap(), ReleaseOutcome::Released);
+    assert!(
+        keys_of(&etcd, &name).await.is_empty(),
+        "release deleted our key"
+    );
+    assert_eq!(
+        lease_count(&etcd).await,
+        1,
+        "the lease stays with the handle"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await; // 2.5 TTLs, idle
+    let second = lock.acquire().await.unwrap();
+    assert_eq!(
+        lease_of(&lock.state()),
+        Some(lease),
+        "the second acquisition reuses the kept lease"
+    );
+    assert!(
+        second > first,
+        "a new key, a new token: {first:?} then {second:?}"
+    );
+    assert_eq!(lease_count(&etcd).await, 1, "no lease granted");
+    assert_eq!(lock.close().await.unwrap(), ReleaseOutcome::Released);
+    assert!(keys_of(&etcd, &name).await.is_empty());
+    assert_eq!(lease_count(&etcd).await, 0, "close revoked the kept lease");
+}
+
+/// A kept lease that etcd no longer has (revoked behind the handle's back while idle) is never
+/// used again: the next acquisition grants a new one and holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_lease_revoked_while_idle_is_replaced_on_the_next_acquisition() {
+    let cluster = EtcdCluster::single();
+    let etcd = connect(cluster.endpoints()).await;
+    let name = unique_name("kept-revoked");
+    let lock = DistributedLock::new(etcd.clone(), &name, opts(10)).unwrap();
+    lock.acquire().await.unwrap();
+    let lease = lease_of(&lock.state()).expect("held");
+    lock.release().await.unwrap();
+    etcd.client().clone().lease_revoke(lease.0).await.unwrap();
+    let token = tokio::time::timeout(Duration::from_secs(10), lock.acquire())
+        .await
+        .expect("acquires within 10 s")
+        .expect("acquires on a new lease");
+    let now = lease_of(&lock.state()).expect("held");
+    assert_ne!(now, lease, "a new lease");
+    assert!(lock.is_locked().await.unwrap());
+    assert_eq!(keys_of(&etcd, &name).await.len(), 1);
+    assert_eq!(lock.fencing_token(), Some(token));
+    lock.close().await.unwrap();
+    assert_eq!(lease_count(&etcd).await, 0);
+}
+
 /// A waiter's view can lag: here its link to etcd is slow, so the predecessor's (clean) release
 /// reaches it only after its own key was deleted too. Deciding on a snapshot at the release's
 /// revision, where our key still existed, would make it hold a key that is gone; it must find
@@ -1028,6 +1099,66 @@ async fn a_waiter_that_learns_of_the_release_late_never_holds_a_key_deleted_mean
     assert!(
         matches!(outcome, Err(Error::KeyLost(_))),
         "a waiter must not hold a key that is gone: {outcome:?}"
+    );
+}
+
+/// Our key directly follows a clean release, but someone was queued ahead of us then and
+/// vanished without releasing before our first look at the queue: it may have held (and may
+/// still act), so we wait the lock-delay. That our key is the first write after the release
+/// only proves a clean hand-over when nobody was ahead of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_right_after_a_clean_release_still_waits_for_one_ahead_that_vanished() {
+    use lockkeeper::queue::{enqueue, wait_turn_observed};
+    use lockkeeper::{LeaseId, WaitEvent};
+    let cluster = EtcdCluster::single();
+    let etcd = connect(cluster.endpoints()).await;
+    let name = unique_name("ahead-vanished");
+    let mut c = etcd.client().clone();
+    let holder = acquire_lock(&etcd, &name, &opts(10)).await.unwrap();
+    let ahead = LeaseId(c.lease_grant(10, None).await.unwrap().id());
+    let (ahead, _) = enqueue(&etcd, "/locks/", &name, ahead, "ahead")
+        .await
+        .unwrap();
+    release_lock(&etcd, holder).await.unwrap();
+    let late = LeaseId(c.lease_grant(10, None).await.unwrap().id());
+    let (me, owner) = enqueue(&etcd, "/locks/", &name, late, "late")
+        .await
+        .unwrap();
+    assert_eq!(owner.map(|o| o.key), Some(ahead.key.clone()));
+    let record = c
+        .get(
+            lockkeeper::release_record_key("/locks/", &name).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        record.kvs()[0].mod_revision() + 1,
+        me.revision,
+        "our key is the first write after the clean release"
+    );
+    // The one ahead vanishes without a release record (a crash, an early revocation).
+    c.delete(ahead.key.clone(), None).await.unwrap();
+    let delay = Duration::from_millis(1500);
+    let events = std::sync::Mutex::new(Vec::new());
+    let started = Instant::now();
+    wait_turn_observed(&etcd, &me, None, delay, |e| {
+        events.lock().unwrap().push(e);
+        async {}
+    })
+    .await
+    .unwrap();
+    let waited = started.elapsed();
+    let events = events.into_inner().unwrap();
+    assert!(
+        events.iter().any(
+            |e| matches!(e, WaitEvent::LockDelay { predecessor, .. } if *predecessor == ahead.key)
+        ),
+        "no lock-delay for the vanished key ahead of us: {events:?}"
+    );
+    assert!(
+        waited >= delay - Duration::from_millis(100),
+        "held after {waited:?}"
     );
 }
 

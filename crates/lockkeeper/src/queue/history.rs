@@ -30,12 +30,9 @@ pub(super) async fn vanished_since_release(
                 other => other,
             };
         }
-        // Our key is the first write after the clean release: no revision lies between, so
-        // nobody can have vanished meanwhile (the release's own revision holds only its
-        // transaction: the released key's deletion and the record).
-        if released_at > 0 && me.revision == released_at + 1 {
-            return Ok(None);
-        }
+        // Not even when our key is the first write after the clean release: someone queued
+        // ahead of us then may have vanished since (only `enqueue`, which sees the queue at our
+        // key's creation, can tell that nobody was ahead: `Contender::follows_clean_release`).
         // Few revisions in between (the usual case): was anyone queued ahead of us at any of
         // them? One transaction of past reads. Otherwise replay the history with a watch,
         // which etcd serves from its next sync pass (up to 100 ms later).

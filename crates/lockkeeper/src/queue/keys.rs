@@ -78,6 +78,10 @@ pub struct Contender {
     pub revision: i64,
     /// The value written under the key.
     pub identity: String,
+    /// Whether [`enqueue`](crate::queue::enqueue) found us first in line with our key the very
+    /// next write after the last clean release: nobody can have vanished in between, so we hold
+    /// at once, lock-delay or not.
+    pub follows_clean_release: bool,
 }
 
 impl Contender {

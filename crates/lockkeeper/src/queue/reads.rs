@@ -8,17 +8,39 @@ use etcd_client::{
 };
 use tokio::time::{timeout_at, Instant};
 
+use super::keys::record_key_of;
 use crate::etcd::Etcd;
 use crate::{lock_prefix, Backoff, Contender, Error, LeaseId, Owner, Result};
 
 /// Puts our key in the queue (or finds it there) and reads the current owner, in one transaction.
 /// Returns our contender record and the owner at that revision.
+///
+/// The same transaction reads the release record, so a contender whose key is the first write
+/// after a clean release, with nobody ahead, knows at once that no holder vanished before it
+/// ([`Contender::follows_clean_release`]); a role that may not read the record enqueues
+/// without it.
 pub async fn enqueue(
     etcd: &Etcd,
     prefix: &str,
     name: &str,
     lease: LeaseId,
     identity: &str,
+) -> Result<(Contender, Option<Owner>)> {
+    match enqueue_reading(etcd, prefix, name, lease, identity, true).await {
+        Err(e) if crate::etcd::is_permission_denied(&e) => {
+            enqueue_reading(etcd, prefix, name, lease, identity, false).await
+        }
+        other => other,
+    }
+}
+
+async fn enqueue_reading(
+    etcd: &Etcd,
+    prefix: &str,
+    name: &str,
+    lease: LeaseId,
+    identity: &str,
+    with_record: bool,
 ) -> Result<(Contender, Option<Owner>)> {
     let lock_prefix = lock_prefix(prefix, name)?;
     let key = format!("{lock_prefix}{lease}");
@@ -31,17 +53,24 @@ pub async fn enqueue(
                 .with_limit(1),
         ),
     );
+    let mut created = vec![
+        TxnOp::put(
+            key.clone(),
+            identity.to_owned(),
+            Some(PutOptions::new().with_lease(lease.0)),
+        ),
+        owner_get.clone(),
+    ];
+    let mut found = vec![TxnOp::get(key.clone(), None), owner_get];
+    if with_record {
+        let record_get = TxnOp::get(record_key_of(&lock_prefix), None);
+        created.push(record_get.clone());
+        found.push(record_get);
+    }
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-        .and_then([
-            TxnOp::put(
-                key.clone(),
-                identity.to_owned(),
-                Some(PutOptions::new().with_lease(lease.0)),
-            ),
-            owner_get.clone(),
-        ])
-        .or_else([TxnOp::get(key.clone(), None), owner_get]);
+        .and_then(created)
+        .or_else(found);
     let resp = etcd
         .call("enqueue", |mut c| {
             let txn = txn.clone();
@@ -74,6 +103,11 @@ pub async fn enqueue(
         Some(TxnOpResponse::Get(g)) => g.kvs().first().map(Owner::from_kv),
         _ => None,
     };
+    let released_at = match ops.get(2) {
+        Some(TxnOpResponse::Get(g)) => g.kvs().first().map(|kv| kv.mod_revision()),
+        _ => None,
+    };
+    let first = owner.as_ref().map(|o| o.revision) == Some(revision);
     Ok((
         Contender {
             name: name.to_owned(),
@@ -82,6 +116,7 @@ pub async fn enqueue(
             lease,
             revision,
             identity: identity.to_owned(),
+            follows_clean_release: first && released_at.is_some_and(|r| revision == r + 1),
         },
         owner,
     ))

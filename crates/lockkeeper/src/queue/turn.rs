@@ -55,6 +55,9 @@ where
 {
     let started = Instant::now();
     let timed_out = || Error::Timeout(started.elapsed(), me.name.clone());
+    if me.follows_clean_release {
+        return Ok(());
+    }
     let (mut next, record) = hand_off_read(etcd, me).await?;
     // First in line at once: the lock looked free, but its last holder may have vanished
     // without releasing (an early revocation) just before we came, and may still act.
