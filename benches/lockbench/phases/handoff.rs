@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::EventType;
-use lockkeeper::{acquire_lock, release_lock, Etcd};
+use lockkeeper::{DistributedLock, Etcd};
 use nix::sys::signal::Signal;
 use tokio::process::Child;
 use tokio::sync::oneshot;
@@ -29,7 +29,8 @@ pub async fn handoff(env: &Arc<Env>, etcd: &Etcd, plan: &Plan, res: &mut Results
             Row::new(
                 "lib",
                 "lockkeeper library",
-                "in process: `release_lock` called → the waiting `acquire_lock` returns",
+                "in process, two `DistributedLock` handles taking turns (each keeps its lease): \
+                 `release()` called → the other's waiting `acquire()` returns",
             ),
             plan.handoff_lib,
             plan.settle,
@@ -130,8 +131,9 @@ async fn handoff_floor(etcd: &Etcd, plan: &Plan) -> R<Row> {
     Ok(row)
 }
 
-/// Two contenders in one process: the holder calls `release_lock`, the waiter's
-/// `acquire_lock` returns.
+/// Two contenders in one process, each a `DistributedLock` handle that keeps its lease (the
+/// library's default path): the holder calls `release()`, the waiter's `acquire()` returns; then
+/// they swap roles.
 async fn handoff_library(
     env: &Env,
     etcd: &Etcd,
@@ -142,26 +144,34 @@ async fn handoff_library(
 ) -> R<Row> {
     let name = env.unique("ho-lib");
     let prefix = lock_prefix(&name);
-    let mut holder = acquire_lock(etcd, &name, &lib_opts("a", 10)).await?;
+    let handles = [
+        DistributedLock::new(etcd.clone(), &name, lib_opts("a", 10))?,
+        DistributedLock::new(etcd.clone(), &name, lib_opts("b", 10))?,
+    ];
+    let mut holder = 0;
+    handles[holder].acquire().await?;
     for _ in 0..plan.runs {
         row.series.start_run();
-        for i in 0..count {
+        for _ in 0..count {
+            let waiter = handles[1 - holder].clone();
             let (tx, rx) = oneshot::channel();
-            let (e, n, o) = (etcd.clone(), name.clone(), lib_opts(&format!("w{i}"), 10));
             tokio::spawn(async move {
-                let r = acquire_lock(&e, &n, &o).await;
+                let r = waiter.acquire().await;
                 let _ = tx.send((r, Instant::now()));
             });
             wait_queued(etcd, &prefix, 2, deadline(10)).await?;
             sleep(settle).await;
             let t0 = Instant::now();
-            release_lock(etcd, holder).await?;
+            handles[holder].release().await?;
             let (r, t1) = timeout_at(deadline(10), rx).await??;
-            holder = r?;
+            r?;
+            holder = 1 - holder;
             row.series.push(t1 - t0);
         }
     }
-    release_lock(etcd, holder).await?;
+    for h in &handles {
+        h.close().await?;
+    }
     Ok(row)
 }
 

@@ -37,7 +37,7 @@ pub async fn uncontended(env: &Env, etcd: &Etcd, plan: &Plan, res: &mut Results)
     let mut dlock = Row::new(
         "lib_mutex",
         "lockkeeper `DistributedLock::lock` + `release`",
-        "new lease each time, plus the holder's loss monitor (a watch on its key)",
+        "the handle's kept lease: enqueue txn + release txn, plus the holder's loss monitor (a watch on its key)",
     );
     let mut py = Row::new(
         "py",

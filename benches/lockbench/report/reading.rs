@@ -11,33 +11,36 @@ fn reading(res: &Results) -> Vec<String> {
     let mut out = Vec::new();
     let u = &res.uncontended;
     let m = |id: &str| row_series(u, id).and_then(Series::median);
-    if let (Some(floor), Some(txn), Some(reuse), Some(fresh), Some(floor4)) = (
+    if let (Some(floor), Some(txn), Some(mutex), Some(reuse), Some(fresh), Some(floor4)) = (
         m("floor_put_delete"),
         m("floor_txn"),
+        m("lib_mutex"),
         m("lib_reuse"),
         m("lib_fresh"),
         m("floor_grant_put_delete_revoke"),
     ) {
-        let library = if reuse / txn <= 1.2 {
-            "so the library adds little".to_owned()
+        let library = if mutex / txn <= 1.2 {
+            "so the library adds little to them".to_owned()
         } else {
             format!(
-                "so the library adds {:.1} of those transactions' time: before it holds, a \
-                 contender that finds the lock free re-reads the queue and the release record \
-                 linearizably and, unless its key is the first write after the last clean \
-                 release, reads the queue's history since then (is a lock-delay due?)",
-                reuse / txn - 1.0
+                "so the library adds {:.1} of those transactions' time (its loss monitor opens a \
+                 watch on the key; a contender whose key does not directly follow the last clean \
+                 release re-reads the queue and its history)",
+                mutex / txn - 1.0
             )
         };
         out.push(format!(
-            "Uncontended: with a reused lease lockkeeper costs {:.2} × its own two transactions \
-             sent by hand through the bare client, {library}; the rest of the gap to put + \
-             delete ({:.2} ×) is what etcd charges for conditional transactions. The default \
-             path also grants and revokes a lease on every acquisition (python-etcd3 leaves its \
-             lease to expire) and costs {:.2} × the four bare requests grant, put, delete, \
-             revoke.",
-            reuse / txn,
+            "Uncontended: the default `DistributedLock` path, whose handle keeps its lease from \
+             one acquisition to the next, costs {:.2} × lockkeeper's own two transactions sent \
+             by hand through the bare client, {library}; the gap from those to put + delete \
+             ({:.2} ×) is what etcd charges for conditional transactions. `acquire_lock` with \
+             `with_lease` ({:.2} × the two transactions) attaches to the lease on every call (a \
+             TimeToLive read and a first keepalive); the one-shot `acquire_lock` grants and \
+             revokes a lease every time and costs {:.2} × the four bare requests grant, put, \
+             delete, revoke.",
+            mutex / txn,
             txn / floor,
+            reuse / txn,
             fresh / floor4
         ));
     }

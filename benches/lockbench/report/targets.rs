@@ -39,12 +39,15 @@ fn verdicts(res: &Results, plan: &Plan) -> Vec<Verdict> {
     let mut v = Vec::new();
     let u = &res.uncontended;
     let floor = row_series(u, "floor_put_delete").and_then(Series::median);
-    let fresh = row_series(u, "lib_fresh");
+    let mutex = row_series(u, "lib_mutex");
     let reuse = row_series(u, "lib_reuse");
     let py = row_series(u, "py").and_then(Series::median);
     for (s, what) in [
-        (fresh, "new lease per lock (default)"),
-        (reuse, "lease reused"),
+        (
+            mutex,
+            "default `DistributedLock` (the handle keeps its lease)",
+        ),
+        (reuse, "`acquire_lock` on a lease given with `with_lease`"),
     ] {
         let m = s.and_then(Series::median);
         let limit = floor.map(|f| f * 1.2);
