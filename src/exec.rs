@@ -111,6 +111,24 @@ fn spawn_child(program: &OsString, args: &[OsString], held: &Status) -> std::io:
         .env("LOCKKEEPER_LOCK", &held.lock)
         .env("LOCKKEEPER_IDENTITY", &held.identity)
         .kill_on_drop(true);
+    // Nothing runs past the lock, not even when lockkeeper itself is SIGKILLed or OOM-killed and
+    // no code of ours gets to stop the child: the kernel SIGKILLs it when its parent goes. The
+    // signal follows the thread that spawned the child, so this must run on a thread that lives
+    // as long as the process (the runtime's main or worker threads, never a blocking-pool one).
+    let parent = nix::unistd::getpid();
+    // SAFETY: between fork and exec the closure makes only async-signal-safe system calls
+    // (prctl, getppid) and allocates nothing.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // The parent may have died before the request above took effect: then exec nothing.
+            if nix::unistd::getppid() != parent {
+                return Err(nix::errno::Errno::ESRCH.into());
+            }
+            Ok(())
+        });
+    }
     let child = cmd.spawn()?;
     tracing::info!(
         pid = child.id(),

@@ -5,7 +5,7 @@
 //! It uses the lock library, the `lockkeeper` crate, through its public API like any other
 //! caller. These modules are the `lockkeeper` binary's (src/main.rs); they are a library too so
 //! that the integration tests in tests/ can drive them directly.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
 pub mod agent;

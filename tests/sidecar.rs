@@ -624,6 +624,51 @@ fn exec_stops_the_child_when_the_lock_is_lost() {
     assert_eq!(status.code(), Some(128 + 9), "the child was SIGKILLed");
 }
 
+#[test]
+fn a_killed_exec_takes_its_child_with_it() {
+    let cluster = EtcdCluster::single();
+    let lock = unique_name("execkill");
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = format!(
+        "echo $$ > {}; while true; do sleep 0.05; done",
+        pid_file.display()
+    );
+    let mut exec = spawn_exec(&cluster, &lock, &[], &script);
+    wait_for(Duration::from_secs(10), "the child started", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SIGKILL (or the OOM killer) leaves lockkeeper no chance to stop the child itself; its
+    // lease then runs out and someone else may acquire, so the child must not live on.
+    exec.kill().unwrap();
+    exec.wait().unwrap();
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    let started = Instant::now();
+    while alive() && started.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let survived = alive();
+    if survived {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert!(!survived, "the child outlived a SIGKILLed lockkeeper exec");
+}
+
 /// Starts `lockkeeper exec` on `lock` with extra flags, running `sh -c script` as the child.
 fn spawn_exec(
     cluster: &EtcdCluster,
