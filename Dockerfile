@@ -26,7 +26,7 @@ RUN case "${TARGETARCH:-amd64}" in \
     esac >/rust-target \
  && rustup target add "$(cat /rust-target)"
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 # The workspace's other members: the lock library the agent is built on, and the test support
 # (cargo refuses a workspace whose members are missing).
