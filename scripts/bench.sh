@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # lockkeeper side by side with etcd's own lock (`etcdctl lock`), python-etcd3's Lock and the floor
-# (bare etcd requests), on one local 3-member etcd cluster, in one run.
+# (bare etcd requests), on one local 3-member etcd cluster, in one run; the fleet phase adds what an
+# idle queue costs etcd (up to 1,000 library contenders, 20 sidecars) and hand-off with it full.
 #
 #   scripts/bench.sh                 full run: release build, writes docs/benchmarks.md and
-#                                    docs/img/benchmarks.svg (about 10 minutes on 2 cores)
+#                                    docs/img/benchmarks.svg (about 15 minutes on 2 cores)
 #   scripts/bench.sh --smoke         what CI runs: tiny iteration counts, debug build, every code
 #                                    path once; writes to target/lockbench-smoke/; fails if any
 #                                    path breaks, asserts nothing about speed
-#   scripts/bench.sh --only handoff,failover    some phases only (see benches/lockbench/main.rs)
+#   scripts/bench.sh --only handoff,fleet       some phases only (see benches/lockbench/main.rs)
 #   LOCKBENCH_ARGS="--ns 10,100" scripts/bench.sh --smoke --only contention   extra lockbench flags
 #
 # Installs what is missing: etcd and etcdctl (Debian's etcd-server / etcd-client, through

@@ -1,5 +1,6 @@
 //! etcd's own view of the traffic: counters scraped from every member's `/metrics` before and
-//! after a phase, summed over the members.
+//! after a phase, summed over the members. A few gauges (watch streams, watchers, memory) come
+//! along: those are levels, not counts, so a difference keeps the later reading.
 
 use std::collections::BTreeMap;
 use std::ops::Sub;
@@ -21,6 +22,14 @@ pub struct Traffic {
     pub watch_events: f64,
     /// Client gRPC bytes sent + received.
     pub bytes: f64,
+    /// CPU seconds the members used (`process_cpu_seconds_total`).
+    pub cpu_seconds: f64,
+    /// Gauge: open watch streams (`etcd_debugging_mvcc_watch_stream_total`).
+    pub watch_streams: f64,
+    /// Gauge: registered watchers (`etcd_debugging_mvcc_watcher_total`).
+    pub watchers: f64,
+    /// Gauge: resident memory of the members, bytes (`process_resident_memory_bytes`).
+    pub resident_bytes: f64,
 }
 
 impl Sub for &Traffic {
@@ -38,11 +47,16 @@ impl Sub for &Traffic {
             keepalives: self.keepalives - before.keepalives,
             watch_events: self.watch_events - before.watch_events,
             bytes: self.bytes - before.bytes,
+            cpu_seconds: self.cpu_seconds - before.cpu_seconds,
+            watch_streams: self.watch_streams,
+            watchers: self.watchers,
+            resident_bytes: self.resident_bytes,
         }
     }
 }
 
 impl Traffic {
+    /// Every count (and gauge) divided by `n`.
     pub fn per(&self, n: f64) -> Traffic {
         Traffic {
             unary: self.unary / n,
@@ -55,6 +69,10 @@ impl Traffic {
             keepalives: self.keepalives / n,
             watch_events: self.watch_events / n,
             bytes: self.bytes / n,
+            cpu_seconds: self.cpu_seconds / n,
+            watch_streams: self.watch_streams / n,
+            watchers: self.watchers / n,
+            resident_bytes: self.resident_bytes / n,
         }
     }
 }
@@ -98,6 +116,10 @@ fn parse_into(t: &mut Traffic, text: &str) -> bool {
             "etcd_debugging_mvcc_events_total" => t.watch_events += v,
             "etcd_network_client_grpc_sent_bytes_total"
             | "etcd_network_client_grpc_received_bytes_total" => t.bytes += v,
+            "process_cpu_seconds_total" => t.cpu_seconds += v,
+            "etcd_debugging_mvcc_watch_stream_total" => t.watch_streams += v,
+            "etcd_debugging_mvcc_watcher_total" => t.watchers += v,
+            "process_resident_memory_bytes" => t.resident_bytes += v,
             "etcd_server_is_leader" => leader = v > 0.5,
             _ => {}
         }

@@ -9,7 +9,11 @@
 //! lockbench --endpoints URL,URL,URL --lockkeeper PATH --etcdctl PATH --python PATH
 //!           --pylock scripts/bench_peers/pylock.py --out docs/benchmarks.md
 //!           --chart docs/img/benchmarks.svg [--smoke] [--only PHASE,...] [--command TEXT]
+//!           [--ns N,...] [--fleet-ns N,...] [--fleet-window SECS]
 //! ```
+//!
+//! `--ns` replaces the contention phase's sizes; `--fleet-ns` and `--fleet-window` the fleet
+//! phase's (in-process contenders on one lock, and the quiet window in seconds).
 //!
 //! `lockbench helper SOCKET ID` is the command `etcdctl lock` / `lockkeeper exec` run while
 //! holding the lock. Under `cargo test` (no arguments) it does nothing.
@@ -31,11 +35,12 @@ use lockkeeper::EtcdOptions;
 
 use crate::results::{Plan, Results};
 
-const PHASES: [&str; 7] = [
+const PHASES: [&str; 8] = [
     "uncontended",
     "handoff",
     "many",
     "contention",
+    "fleet",
     "failover",
     "footprint",
     "contention-python",
@@ -55,6 +60,10 @@ pub struct Config {
     pub cluster_note: String,
     /// Override the contention sizes (for trying things out).
     pub ns: Option<Vec<usize>>,
+    /// Override the idle fleet's sizes.
+    pub fleet_ns: Option<Vec<usize>>,
+    /// Override the idle fleet's measurement window, seconds.
+    pub fleet_window: Option<u64>,
 }
 
 fn parse(args: Vec<String>) -> Result<Config, String> {
@@ -71,6 +80,8 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
         command: "scripts/bench.sh".into(),
         cluster_note: String::new(),
         ns: None,
+        fleet_ns: None,
+        fleet_window: None,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -97,6 +108,18 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
             "--ns" => {
                 let v: Result<Vec<usize>, _> = value()?.split(',').map(str::parse).collect();
                 c.ns = Some(v.map_err(|e| format!("--ns: {e}"))?);
+            }
+            "--fleet-ns" => {
+                let v: Result<Vec<usize>, _> = value()?.split(',').map(str::parse).collect();
+                let v = v.map_err(|e| format!("--fleet-ns: {e}"))?;
+                if v.iter().any(|&n| n < 2) {
+                    return Err("--fleet-ns: every size must be at least 2".into());
+                }
+                c.fleet_ns = Some(v);
+            }
+            "--fleet-window" => {
+                let v = value()?;
+                c.fleet_window = Some(v.parse().map_err(|e| format!("--fleet-window: {e}"))?);
             }
             "--smoke" => c.smoke = true,
             "--bench" => {} // added by `cargo bench`
@@ -168,6 +191,12 @@ async fn run(cfg: Config) -> i32 {
     if let Some(ns) = &cfg.ns {
         plan.contention_ns = ns.clone();
     }
+    if let Some(ns) = &cfg.fleet_ns {
+        plan.fleet_ns = ns.clone();
+    }
+    if let Some(w) = cfg.fleet_window {
+        plan.fleet_window = std::time::Duration::from_secs(w);
+    }
     let work = match tempfile::Builder::new().prefix("lockbench.").tempdir() {
         Ok(d) => d,
         Err(e) => {
@@ -219,6 +248,7 @@ async fn run(cfg: Config) -> i32 {
             "handoff" => phases::handoff(&env, &etcd, &plan, &mut res).await,
             "many" => phases::many_locks(&env, &etcd, &plan, &mut res).await,
             "contention" => phases::contention_lockkeeper(&env, &etcd, &plan, &mut res).await,
+            "fleet" => phases::fleet(&env, &etcd, &plan, &mut res).await,
             "failover" => phases::failover(&env, &etcd, &plan, &mut res).await,
             "footprint" => phases::footprint(&env, &etcd, &plan, &mut res).await,
             "contention-python" => phases::contention_python(&env, &plan, &mut res).await,

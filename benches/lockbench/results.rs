@@ -36,6 +36,17 @@ pub struct Plan {
     pub footprint: Duration,
     pub many: usize,
     pub many_runs: usize,
+    /// Idle fleet: the numbers of in-process `DistributedLock` contenders on one lock.
+    pub fleet_ns: Vec<usize>,
+    /// `lockkeeper run` processes in the sidecar fleet.
+    pub fleet_sidecars: usize,
+    /// The measurement window in which nobody acquires or releases.
+    pub fleet_window: Duration,
+    /// Hand-offs timed with the queue full, per fleet (and with one waiter).
+    pub fleet_handoffs: usize,
+    /// Lease TTL of every fleet contender, seconds (the renew interval is the library's
+    /// default for it).
+    pub fleet_ttl: u64,
 }
 
 impl Plan {
@@ -59,6 +70,11 @@ impl Plan {
             footprint: Duration::from_secs(60),
             many: 1000,
             many_runs: 3,
+            fleet_ns: vec![10, 100, 1000],
+            fleet_sidecars: 20,
+            fleet_window: Duration::from_secs(60),
+            fleet_handoffs: 20,
+            fleet_ttl: 10,
         }
     }
 
@@ -82,6 +98,11 @@ impl Plan {
             footprint: Duration::from_secs(2),
             many: 20,
             many_runs: 1,
+            fleet_ns: vec![3, 10],
+            fleet_sidecars: 2,
+            fleet_window: Duration::from_secs(3),
+            fleet_handoffs: 3,
+            fleet_ttl: 3,
         }
     }
 }
@@ -167,6 +188,82 @@ impl Many {
     }
 }
 
+/// One idle fleet: contenders queued on one lock (one holds, the rest wait), etcd's traffic over
+/// a window in which nobody acquires or releases, then hand-offs timed with the queue full.
+#[derive(Clone, Debug)]
+pub struct FleetRun {
+    /// `lib` (in-process handles), `lib_pair` (one holder, one waiter: the hand-off baseline),
+    /// `sidecar` (`lockkeeper run` processes) or `empty` (no contender: the cluster alone).
+    pub id: &'static str,
+    pub label: String,
+    /// Contenders on the lock, the holder included.
+    pub contenders: usize,
+    /// The library's default renew interval for the lease TTL used: one keepalive per
+    /// contender, and the holder's ownership check, each this often.
+    pub interval_s: f64,
+    /// Seconds from the first contender starting until all were queued.
+    pub setup_s: f64,
+    /// Length of the measurement window (0: none was measured).
+    pub window_s: f64,
+    /// etcd's counters over the window, all contenders together.
+    pub traffic: Option<Traffic>,
+    /// Contenders that were not where they started the window at its end (the holder no longer
+    /// holding, a waiter no longer queued).
+    pub moved: usize,
+    /// CPU of the contenders' own process(es) over the window, % of one core.
+    pub client_cpu_pct: Option<f64>,
+    /// Holder releases → the next waiter holds, with the queue full.
+    pub handoff: Series,
+    /// Keys left under the lock and leases left in etcd after everything was closed.
+    pub leftover_keys: i64,
+    pub leftover_leases: i64,
+}
+
+impl FleetRun {
+    /// A run of `contenders` with nothing measured yet.
+    pub fn empty(id: &'static str, label: &str, contenders: usize, interval: Duration) -> FleetRun {
+        FleetRun {
+            id,
+            label: label.to_owned(),
+            contenders,
+            interval_s: interval.as_secs_f64(),
+            setup_s: 0.0,
+            window_s: 0.0,
+            traffic: None,
+            moved: 0,
+            client_cpu_pct: None,
+            handoff: Series::new(),
+            leftover_keys: 0,
+            leftover_leases: 0,
+        }
+    }
+
+    /// etcd's counters per contender per second over the window.
+    pub fn per_contender_s(&self) -> Option<Traffic> {
+        let t = self.traffic.as_ref()?;
+        (self.window_s > 0.0 && self.contenders > 0)
+            .then(|| t.per(self.contenders as f64 * self.window_s))
+    }
+
+    /// Requests per contender per second: keepalives + unary + watch creates/cancels.
+    pub fn total_rate(&self) -> Option<f64> {
+        self.per_contender_s()
+            .map(|t| t.keepalives + t.unary + t.watch_requests)
+    }
+
+    /// The most requests per contender per second the design allows over this window: one
+    /// keepalive per renew interval for each contender and one ownership check per interval
+    /// for the holder (shared over all contenders), each periodic stream counted with one
+    /// extra event for the edges of the window (a period P shows at most W/P + 1 times in W).
+    pub fn bound(&self) -> Option<f64> {
+        if self.window_s <= 0.0 || self.interval_s <= 0.0 || self.contenders == 0 {
+            return None;
+        }
+        let per_stream = (self.window_s / self.interval_s + 1.0) / self.window_s;
+        Some(per_stream * (1.0 + 1.0 / self.contenders as f64))
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Results {
     pub uncontended: Vec<Row>,
@@ -176,6 +273,7 @@ pub struct Results {
     pub footprint: Vec<Footprint>,
     pub binaries: Vec<(String, u64)>,
     pub many: Vec<Many>,
+    pub fleet: Vec<FleetRun>,
     /// Problems met on the way (failed attempts, phases that errored).
     pub notes: Vec<String>,
     pub errors: Vec<String>,

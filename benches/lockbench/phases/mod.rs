@@ -1,8 +1,9 @@
-//! The six measurements, each over the same cluster, lockkeeper next to its peers: one file per
+//! The seven measurements, each over the same cluster, lockkeeper next to its peers: one file per
 //! measurement, and here what they share (deadlines, lock options, waiting on the queue).
 
 mod contention;
 mod failover;
+mod fleet;
 mod footprint;
 mod handoff;
 mod many;
@@ -24,6 +25,7 @@ use crate::procs::{self, arrival, Arrival, Env, Py, Sidecar};
 
 pub use contention::{contention_lockkeeper, contention_python};
 pub use failover::failover;
+pub use fleet::fleet;
 pub use footprint::footprint;
 pub use handoff::handoff;
 pub use many::many_locks;

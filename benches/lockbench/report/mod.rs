@@ -88,6 +88,17 @@ fn requests_per_handover(c: &Contention) -> Option<f64> {
         .collect::<Vec<_>>())
 }
 
+/// A per-contender rate (requests per second): small numbers, so more digits the smaller.
+fn fleet_rate(x: f64) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else if x < 0.01 {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
 /// (median, p99) of a series, if there is one with both.
 fn median_p99(s: Option<&Series>) -> Option<(f64, f64)> {
     let s = s?;

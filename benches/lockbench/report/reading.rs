@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{lo_hi, med, ms, per_handover, requests_per_handover, row_series};
+use super::{fleet_rate, lo_hi, med, ms, per_handover, requests_per_handover, row_series};
 use crate::results::Results;
 use crate::stats::Series;
 
@@ -128,7 +128,94 @@ fn reading(res: &Results) -> Vec<String> {
             }
         ));
     }
+    if let Some(r) = fleet_reading(res) {
+        out.push(r);
+    }
     out
+}
+
+/// The idle fleet: how the per-contender traffic moves from the smallest to the largest N, what
+/// it is made of, and the hand-off with the queue full.
+fn fleet_reading(res: &Results) -> Option<String> {
+    let lib: Vec<_> = res
+        .fleet
+        .iter()
+        .filter(|r| r.id == "lib" && r.total_rate().is_some())
+        .collect();
+    let (small, big) = (lib.first()?, lib.last()?);
+    let tb = big.per_contender_s()?;
+    let (rs, rb) = (small.total_rate()?, big.total_rate()?);
+    let growth = rb / rs;
+    let trend = if (0.8..=1.25).contains(&growth) {
+        "flat".to_owned()
+    } else if growth > 1.0 {
+        format!("{growth:.2} × higher at the larger N")
+    } else {
+        format!("{:.2} × lower at the larger N", 1.0 / growth)
+    };
+    let keepalive_share = if rb > 0.0 { tb.keepalives / rb } else { 0.0 };
+    let watch = if tb.watch_requests == 0.0 && tb.watch_events == 0.0 {
+        "no watch request and no watch event in the window (every waiter keeps one watch on its \
+         predecessor open and silent)"
+            .to_owned()
+    } else {
+        format!(
+            "{} watch requests and {} watch events per contender per second",
+            fleet_rate(tb.watch_requests),
+            fleet_rate(tb.watch_events)
+        )
+    };
+    let mut text = format!(
+        "Idle fleet: per contender, etcd answered {} requests/s at N = {} and {} at N = {} \
+         ({trend}); at N = {} {:.0} % of them were keepalives and the rest {} unary requests/s \
+         (the holder's one check per renew interval, shared over N, is {} per contender), with \
+         {watch}. The bound at N = {} is {}/s, so the fleet used {:.0} % of it; etcd kept {:.0} \
+         watch streams and {:.0} watchers open for the {} contenders.",
+        fleet_rate(rs),
+        small.contenders,
+        fleet_rate(rb),
+        big.contenders,
+        big.contenders,
+        keepalive_share * 100.0,
+        fleet_rate(tb.unary),
+        fleet_rate(1.0 / big.interval_s / big.contenders as f64),
+        big.contenders,
+        fleet_rate(big.bound()?),
+        rb / big.bound()? * 100.0,
+        big.traffic.as_ref()?.watch_streams,
+        big.traffic.as_ref()?.watchers,
+        big.contenders,
+    );
+    let cpu = |r: &crate::results::FleetRun| {
+        r.traffic
+            .as_ref()
+            .filter(|_| r.window_s > 0.0)
+            .map(|t| t.cpu_seconds / r.window_s * 100.0)
+    };
+    let empty = res.fleet.iter().find(|r| r.id == "empty").and_then(cpu);
+    if let (Some(b), Some(e)) = (cpu(big), empty) {
+        text.push_str(&format!(
+            " The three members used {b:.1} % of one core with those {} contenders idle, against \
+             {e:.1} % with nobody on the cluster.",
+            big.contenders
+        ));
+    }
+    let one = res
+        .fleet
+        .iter()
+        .find(|r| r.id == "lib_pair")
+        .and_then(|r| r.handoff.median());
+    if let (Some(m), Some(o)) = (big.handoff.median(), one) {
+        text.push_str(&format!(
+            " With {} waiters queued a hand-off took {} (median) against {} with one waiter \
+             ({:.2} ×).",
+            big.contenders - 1,
+            ms(Some(m)),
+            ms(Some(o)),
+            m / o
+        ));
+    }
+    Some(text)
 }
 
 /// The section, when this run measured enough to say anything.

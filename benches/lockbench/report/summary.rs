@@ -59,6 +59,23 @@ pub fn summary(res: &Results) -> String {
             m.failed
         );
     }
+    for r in res.fleet.iter().filter(|r| r.contenders > 0) {
+        let traffic = match (r.per_contender_s(), r.total_rate(), r.bound()) {
+            (Some(t), Some(total), Some(b)) => format!(
+                "{:.3} keepalives + {:.3} unary + {:.3} watch = {total:.3} req/s per contender (bound {b:.3}), ",
+                t.keepalives, t.unary, t.watch_requests
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "fleet        {:40} N={:<5} {traffic}hand-off {} / {}",
+            r.label,
+            r.contenders,
+            ms(r.handoff.median()),
+            ms(r.handoff.p99())
+        );
+    }
     for e in &res.errors {
         let _ = writeln!(o, "ERROR: {e}");
     }
@@ -103,6 +120,22 @@ pub fn smoke_problems(res: &Results, partial: bool) -> Vec<String> {
             p.push(format!("many locks {}: {} failed", m.label, m.failed));
         }
     }
+    for r in &res.fleet {
+        let what = format!("fleet {} N={}", r.label, r.contenders);
+        // The empty cluster and the sidecar fleet measure a window only.
+        if !matches!(r.id, "sidecar" | "empty") && r.handoff.is_empty() {
+            p.push(format!("{what}: no hand-off timed"));
+        }
+        if r.id != "lib_pair" && r.traffic.is_none() {
+            p.push(format!("{what}: no window measured"));
+        }
+        if r.moved > 0 {
+            p.push(format!(
+                "{what}: {} contenders moved during the window",
+                r.moved
+            ));
+        }
+    }
     if !partial {
         for (what, empty) in [
             ("uncontended", res.uncontended.is_empty()),
@@ -111,6 +144,7 @@ pub fn smoke_problems(res: &Results, partial: bool) -> Vec<String> {
             ("contention", res.contention.is_empty()),
             ("footprint", res.footprint.is_empty()),
             ("many locks", res.many.is_empty()),
+            ("fleet", res.fleet.is_empty()),
         ] {
             if empty {
                 p.push(format!("{what}: nothing measured"));

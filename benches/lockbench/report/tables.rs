@@ -1,8 +1,8 @@
-//! The numbered sections 1–6: how each measurement was made, and its table.
+//! The numbered sections 1–7: how each measurement was made, and its table.
 
 use std::fmt::Write as _;
 
-use super::{lo_hi, med, ms, per_handover, range, row_series, PerHandover};
+use super::{fleet_rate, lo_hi, med, ms, per_handover, range, row_series, PerHandover};
 use crate::results::{Plan, Results, Row};
 use crate::stats::Series;
 
@@ -42,7 +42,7 @@ fn latency_table(out: &mut String, rows: &[Row], floor: Option<&Series>, floor_n
     }
 }
 
-/// Sections 1 to 6, one per measurement.
+/// Sections 1 to 7, one per measurement.
 pub(super) fn sections(o: &mut String, plan: &Plan, res: &Results) {
     // 1
     let _ = writeln!(o, "## 1. Uncontended acquire + release\n");
@@ -272,6 +272,132 @@ pub(super) fn sections(o: &mut String, plan: &Plan, res: &Results) {
             mm.map_or("–".into(), |x| format!("{x:.0}")),
             med(&m.requests_per_op).map_or("–".into(), |x| format!("{x:.2}")),
             m.failed
+        );
+    }
+    let _ = writeln!(o);
+
+    fleet(o, plan, res);
+}
+
+/// Section 7: the idle fleet.
+fn fleet(o: &mut String, plan: &Plan, res: &Results) {
+    if res.fleet.is_empty() {
+        return;
+    }
+    let ttl = plan.fleet_ttl;
+    let interval = lockkeeper::default_keepalive_interval(std::time::Duration::from_secs(ttl));
+    let _ = writeln!(o, "## 7. Idle fleet\n");
+    let _ = writeln!(
+        o,
+        "N contenders on one lock: one holds, N − 1 wait, each with its own lease (TTL {ttl} s, \
+         renewed every {:.2} s: the library's default, TTL/3). The in-process contenders are N \
+         `DistributedLock` handles sharing one etcd client; the sidecars are `lockkeeper run` \
+         processes with a connection each. Once all are queued (and one renew interval later, \
+         so that every keepalive stream is open), nobody acquires or releases for {:.0} s, and \
+         etcd's own `/metrics` counters, read from every member before and after, give what the \
+         idle fleet costs: per contender per second, keepalives (messages on LeaseKeepAlive \
+         streams), unary requests, watch requests (creates and cancels) and watch events sent. \
+         What the design should cost: a waiter only keeps its lease alive and watches its \
+         predecessor (no polling), the holder also checks its key with one linearizable read \
+         per renew interval, so the bound is one keepalive per interval per contender plus \
+         that one check shared over N, each periodic stream allowed one extra event for the \
+         edges of the window. Then, with the queue full, {} hand-offs (holder's `release()` → \
+         the next waiter's `acquire()` returns; the old holder queues again at the back, and \
+         the next release waits {} ms after that), against the same with one waiter.\n",
+        interval.as_secs_f64(),
+        plan.fleet_window.as_secs_f64(),
+        plan.fleet_handoffs,
+        plan.settle.as_millis(),
+    );
+    let one = res
+        .fleet
+        .iter()
+        .find(|r| r.id == "lib_pair")
+        .and_then(|r| r.handoff.median());
+    let _ = writeln!(
+        o,
+        "| Contenders | N | queued in | keepalives/s | unary/s | watch requests/s | watch events/s | requests/s | bound/s | requests ÷ bound | hand-off median | hand-off p99 | median ÷ one waiter |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let dash = || "–".to_owned();
+    for r in res.fleet.iter().filter(|r| r.contenders > 0) {
+        let t = r.per_contender_s();
+        let col = |f: fn(&crate::etcdmetrics::Traffic) -> f64| {
+            t.as_ref().map_or_else(dash, |t| fleet_rate(f(t)))
+        };
+        let total = r.total_rate();
+        let bound = r.bound();
+        let ratio = match (total, bound) {
+            (Some(a), Some(b)) => format!("{:.2}", a / b),
+            _ => dash(),
+        };
+        let vs_one = match (r.handoff.median(), one) {
+            (Some(m), Some(b)) if r.id == "lib" => format!("{:.2} ×", m / b),
+            _ => dash(),
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.1} s | {} | {} | {} | {} | {} | {} | {ratio} | {} | {} | {vs_one} |",
+            r.label,
+            r.contenders,
+            r.setup_s,
+            col(|t| t.keepalives),
+            col(|t| t.unary),
+            col(|t| t.watch_requests),
+            col(|t| t.watch_events),
+            total.map_or_else(dash, fleet_rate),
+            bound.map_or_else(dash, fleet_rate),
+            ms(r.handoff.median()),
+            ms(r.handoff.p99()),
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "What else the window shows: unary requests by method (per contender per second), etcd's \
+         open watch streams and watchers at the end of the window (gauges, all members), the \
+         members' CPU over the window (all three together) and their resident memory, and the \
+         CPU of the contenders' own process (the bench process for the in-process handles, \
+         the sum of the sidecar processes). The first row is a window of {:.0} s with nobody on \
+         the cluster: what etcd costs by itself.\n",
+        res.fleet
+            .iter()
+            .find(|r| r.id == "empty")
+            .map_or(0.0, |r| r.window_s)
+    );
+    let _ = writeln!(
+        o,
+        "| Contenders | N | unary by method /s | watch streams | watchers | etcd CPU (% of one core) | etcd RSS | contenders' CPU (% of one core) |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+    for r in &res.fleet {
+        let Some(t) = &r.traffic else { continue };
+        let by: Vec<String> = r
+            .per_contender_s()
+            .map(|p| {
+                p.unary_by_method
+                    .iter()
+                    .map(|(k, v)| format!("{k} {}", fleet_rate(*v)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} % | {:.0} MiB | {} |",
+            r.label,
+            r.contenders,
+            if r.contenders == 0 {
+                dash()
+            } else if by.is_empty() {
+                "none".into()
+            } else {
+                by.join(", ")
+            },
+            t.watch_streams,
+            t.watchers,
+            t.cpu_seconds / r.window_s * 100.0,
+            t.resident_bytes / 1024.0 / 1024.0,
+            r.client_cpu_pct.map_or_else(dash, |c| format!("{c:.2} %")),
         );
     }
     let _ = writeln!(o);
