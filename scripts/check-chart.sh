@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Checks the Helm chart, the plain manifests and the Compose file, offline:
+# Checks the Helm charts, the plain manifests and the Compose file, offline:
 #
+#  0. `helm dependency build` vendors the library chart charts/lockkeeper-lib into the charts that
+#     use it (charts/lockkeeper/charts/*.tgz, git-ignored; Chart.lock is committed), then
+#     `helm lint --strict` on the library, and its defaults and appVersion must equal the
+#     application chart's values and appVersion;
 #  1. `helm lint --strict` and `helm template` for the default values, each gating mode
 #     (readinessProbe, readinessGate, label), native and plain sidecar, the Kubernetes
 #     integration off, and a values file that turns every optional feature on;
@@ -37,6 +41,7 @@ PY=.tools/venv/bin/python
 KV=.tools/venv/bin/kubernetes-validate
 COMPOSE_SCHEMA=.tools/compose-spec/compose-spec.json
 CHART=charts/lockkeeper
+LIB_CHART=charts/lockkeeper-lib
 K8S_VERSIONS=(1.29.0 1.33.0)
 EXAMPLE_MODES=(readinessProbe readinessGate label)
 
@@ -255,9 +260,38 @@ def config(path, out, root):
     open(out, "w").write(text)
 
 
+def libdefaults(lib_dir, app_dir):
+    """The library's defaults and appVersion are the application chart's values and appVersion."""
+    import re
+
+    text = open(f"{lib_dir}/templates/_defaults.tpl").read()
+    m = re.search(r'\{\{- define "lockkeeper-lib.defaults" -\}\}\n(.*?)\{\{- end \}\}', text, re.S)
+    check(m is not None, "lockkeeper-lib.defaults found in _defaults.tpl")
+    if m is None:
+        return
+    defaults = yaml.safe_load(m.group(1))
+    values = yaml.safe_load(open(f"{app_dir}/values.yaml"))
+    want = {"gating", "lock", "etcd", "kubernetes", "sidecar", "serviceAccount", "rbac"}
+    check(set(defaults) == want, f"library defaults cover {sorted(want)}, got {sorted(defaults)}")
+    for key in sorted(set(defaults) & want):
+        check(defaults[key] == values.get(key),
+              f"library default {key} equals {app_dir}/values.yaml: {defaults[key]} != {values.get(key)}")
+    m = re.search(r'\{\{- define "lockkeeper-lib.appVersion" -\}\}\n(.*?)\n\{\{- end \}\}', text, re.S)
+    lib_version = m.group(1).strip() if m else None
+    lib_chart = yaml.safe_load(open(f"{lib_dir}/Chart.yaml"))
+    app_chart = yaml.safe_load(open(f"{app_dir}/Chart.yaml"))
+    check(lib_chart.get("type") == "library", "lockkeeper-lib is a library chart")
+    check(lib_version == str(lib_chart["appVersion"]) == str(app_chart["appVersion"]),
+          f"sidecar image tag default {lib_version} = library appVersion {lib_chart['appVersion']}"
+          f" = chart appVersion {app_chart['appVersion']}")
+    deps = {d["name"]: d for d in app_chart.get("dependencies", [])}
+    check(deps.get("lockkeeper-lib", {}).get("version") == lib_chart["version"],
+          "the chart depends on this version of lockkeeper-lib")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"manifest": manifest, "compose": compose, "config": config}[cmd](*args)
+    {"manifest": manifest, "compose": compose, "config": config, "libdefaults": libdefaults}[cmd](*args)
     for e in errors:
         print(f"  FAIL {e}")
     sys.exit(1 if errors else 0)
@@ -275,6 +309,30 @@ validate() { # validate FILE LABEL: kubernetes-validate --strict for each versio
     fi
   done
 }
+
+# === 0: the library chart, vendored into the charts that use it ===
+step "library chart $LIB_CHART"
+# A `file://` dependency: packaged from the working tree on every run, so what is checked below is
+# the library as it is now (Chart.lock pins only name and version).
+for chart in "$CHART"; do
+  if out=$("$HELM" dependency build "$chart" 2>&1); then
+    ok "$chart: helm dependency build (vendors $LIB_CHART)"
+  else
+    bad "$chart: helm dependency build"
+    printf '%s\n' "$out" | sed 's/^/       /'
+  fi
+done
+if out=$("$HELM" lint --strict "$LIB_CHART" 2>&1); then
+  ok "$LIB_CHART: helm lint --strict"
+else
+  bad "$LIB_CHART: helm lint --strict"
+  printf '%s\n' "$out" | sed 's/^/       /'
+fi
+if "$PY" "$WORK/check.py" libdefaults "$LIB_CHART" "$CHART"; then
+  ok "$LIB_CHART: defaults and appVersion equal $CHART's values and appVersion"
+else
+  bad "$LIB_CHART: defaults and appVersion equal $CHART's"
+fi
 
 # === 1-3: lint, render, validate, per case ===
 cat >"$WORK/full.yaml" <<'EOF'
