@@ -21,7 +21,14 @@
 #     label/readinessGate mode without the Kubernetes integration, ...);
 #  5. the rendered examples committed under deploy/example/ match `helm template` (drift fails;
 #     `scripts/check-chart.sh --update` rewrites them), and deploy/etcd.yaml validates;
-#  6. docker-compose.yml against the Compose JSON schema plus structural assertions
+#  6. the example application chart examples/my-app, which adds the sidecar to its own Deployment
+#     with lockkeeper-lib's named templates: `helm lint --strict`, `helm template` and
+#     kubernetes-validate (same versions) per gating mode and sidecar variant, and what it renders
+#     for the sidecar (the container, where it runs, its volumes and config file, the pod's
+#     service account and token), the gating wiring (probe, readiness gate, Service selector,
+#     strategy) and the RBAC (ServiceAccount, Role rules, RoleBinding) must equal what
+#     charts/lockkeeper renders for the same lockkeeper values; the library's own refusals too;
+#  7. docker-compose.yml against the Compose JSON schema plus structural assertions
 #     (`docker compose config` as well, where a Compose plugin is installed).
 #
 # Tools come from scripts/install-helm.sh (repo-local, under .tools/). Exit 0 only if all pass.
@@ -42,6 +49,7 @@ KV=.tools/venv/bin/kubernetes-validate
 COMPOSE_SCHEMA=.tools/compose-spec/compose-spec.json
 CHART=charts/lockkeeper
 LIB_CHART=charts/lockkeeper-lib
+EXAMPLE_CHART=examples/my-app
 K8S_VERSIONS=(1.29.0 1.33.0)
 EXAMPLE_MODES=(readinessProbe readinessGate label)
 
@@ -260,6 +268,125 @@ def config(path, out, root):
     open(out, "w").write(text)
 
 
+def example(ex_path, app_path, mode, native):
+    """examples/my-app renders the sidecar, gating wiring and RBAC exactly as charts/lockkeeper."""
+    import hashlib
+
+    native = native == "true"
+    ex_objs, app_objs = docs(ex_path), docs(app_path)
+
+    def kinds(objs):
+        out = {}
+        for o in objs:
+            out.setdefault(o["kind"], []).append(o)
+        return out
+
+    ex, app = kinds(ex_objs), kinds(app_objs)
+    (ex_dep,), (app_dep,) = ex["Deployment"], app["Deployment"]
+    ex_pod, app_pod = ex_dep["spec"]["template"]["spec"], app_dep["spec"]["template"]["spec"]
+
+    def sidecar(pod):
+        found = [c for c in containers(pod) if c["name"] == "lockkeeper"]
+        check(len(found) == 1, "exactly one lockkeeper container")
+        return found[0] if found else {}
+
+    ex_sc, app_sc = sidecar(ex_pod), sidecar(app_pod)
+    check(ex_sc == app_sc, f"sidecar container equal to the chart's:\n    {ex_sc}\n    {app_sc}")
+    where = "initContainers" if native else "containers"
+    check(ex_sc in ex_pod.get(where, []), f"sidecar is in {where}")
+    if native:
+        check(ex_sc.get("restartPolicy") == "Always", "native sidecar: restartPolicy Always")
+    else:
+        check(not ex_pod.get("initContainers"), "plain sidecar: no init containers")
+    # The example's own container stays first; the sidecar never probes /readyz.
+    ex_app = ex_pod["containers"][0]
+    check(ex_app["name"] == "my-app", "the app container comes first")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        check(ex_sc.get(probe, {}).get("httpGet", {}).get("path") != "/readyz", f"sidecar {probe} not /readyz")
+    for c in containers(ex_pod):
+        sc = c.get("securityContext", {})
+        check(sc.get("runAsNonRoot") is True and sc.get("readOnlyRootFilesystem") is True
+              and sc.get("allowPrivilegeEscalation") is False and sc.get("capabilities", {}).get("drop") == ["ALL"],
+              f"{c['name']}: hardened")
+
+    # The ConfigMap the pod mounts, and its config file.
+    def config_map(objs, pod):
+        vols = {v["name"]: v for v in pod.get("volumes", [])}
+        name = vols.get("lockkeeper-config", {}).get("configMap", {}).get("name")
+        cms = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == name]
+        check(len(cms) == 1, f"the pod mounts the rendered ConfigMap {name}")
+        return cms[0] if cms else {"metadata": {"name": name}, "data": {"config.yaml": ""}}
+
+    ex_cm, app_cm = config_map(ex_objs, ex_pod), config_map(app_objs, app_pod)
+    check(ex_cm["data"]["config.yaml"] == app_cm["data"]["config.yaml"], "config.yaml equal to the chart's")
+    want_sum = hashlib.sha256(ex_cm["data"]["config.yaml"].encode()).hexdigest()
+    got_sum = ex_dep["spec"]["template"]["metadata"].get("annotations", {}).get("checksum/lockkeeper-config")
+    check(got_sum == want_sum, "checksum/lockkeeper-config is the sha256 of config.yaml")
+
+    def lk_volumes(pod, cm_name):
+        out = []
+        for v in pod.get("volumes", []):
+            if v["name"] in ("lockkeeper-config", "etcd-tls", "etcd-auth"):
+                v = json.loads(json.dumps(v))
+                if "configMap" in v:
+                    check(v["configMap"]["name"] == cm_name, "config volume names the ConfigMap")
+                    v["configMap"]["name"] = "CONFIGMAP"
+                out.append(v)
+        return out
+
+    check(lk_volumes(ex_pod, ex_cm["metadata"]["name"]) == lk_volumes(app_pod, app_cm["metadata"]["name"]),
+          "sidecar volumes equal to the chart's")
+
+    # Gating wiring.
+    check(ex_pod.get("readinessGates") == app_pod.get("readinessGates"), "readinessGates equal to the chart's")
+    ex_probe = ex_app.get("readinessProbe")
+    if mode == "readinessProbe":
+        check(ex_probe == app_pod["containers"][0].get("readinessProbe"), "readinessProbe equal to the chart's")
+        check(ex_probe["httpGet"]["path"] == "/readyz", "the app's readinessProbe is the sidecar's /readyz")
+    else:
+        check(ex_probe and ex_probe.get("httpGet", {}).get("path") != "/readyz", f"{mode}: the app keeps its own probe")
+    (ex_svc,) = ex["Service"]
+    app_svc = [s for s in app.get("Service", []) if not s["metadata"]["name"].endswith("-metrics")]
+    holder = "lockkeeper.io/holder"
+    check((ex_svc["spec"]["selector"].get(holder) == "true") == (mode == "label"),
+          f"{mode}: Service selects the holder label only in label mode")
+    for svc in app_svc:
+        check(svc["spec"]["selector"].get(holder) == ex_svc["spec"]["selector"].get(holder),
+              "Service holder selector equal to the chart's")
+    check(ex_dep["spec"]["strategy"] == app_dep["spec"]["strategy"], "strategy equal to the chart's")
+
+    # Service account, token and RBAC.
+    for key in ("automountServiceAccountToken",):
+        check(ex_pod.get(key) == app_pod.get(key), f"pod {key} equal to the chart's")
+    check(("ServiceAccount" in ex) == ("ServiceAccount" in app), "ServiceAccount rendered iff the chart renders one")
+    for objs, pod, label in ((ex, ex_pod, "example"), (app, app_pod, "chart")):
+        for sa in objs.get("ServiceAccount", []):
+            check(pod.get("serviceAccountName") == sa["metadata"]["name"], f"{label}: the pod uses the ServiceAccount")
+            check(sa.get("automountServiceAccountToken") is False, f"{label}: ServiceAccount token not automounted")
+    check(("Role" in ex) == ("Role" in app) and ("RoleBinding" in ex) == ("RoleBinding" in app),
+          "Role and RoleBinding rendered iff the chart renders them")
+    ex_rules = [r["rules"] for r in ex.get("Role", [])]
+    app_rules = [r["rules"] for r in app.get("Role", [])]
+    check(ex_rules == app_rules, f"Role rules equal to the chart's: {ex_rules} != {app_rules}")
+    for objs, pod, label in ((ex, ex_pod, "example"), (app, app_pod, "chart")):
+        roles = [r["metadata"]["name"] for r in objs.get("Role", [])]
+        for rb in objs.get("RoleBinding", []):
+            check(roles and rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": roles[0]},
+                  f"{label}: RoleBinding binds the Role")
+            check([(s["kind"], s["name"]) for s in rb["subjects"]] == [("ServiceAccount", pod.get("serviceAccountName"))],
+                  f"{label}: RoleBinding subject is the pod's ServiceAccount")
+    for kind in ("ClusterRole", "ClusterRoleBinding"):
+        check(kind not in ex, f"no {kind}")
+    for o in ex_objs:
+        check(o["metadata"].get("namespace"), f"{o['kind']} namespaced")
+
+
+def exvalues(path, out):
+    """The example's lockkeeper block, as a values file for charts/lockkeeper."""
+    with open(out, "w") as f:
+        yaml.safe_dump(yaml.safe_load(open(path))["lockkeeper"], f, sort_keys=False)
+
+
 def libdefaults(lib_dir, app_dir):
     """The library's defaults and appVersion are the application chart's values and appVersion."""
     import re
@@ -291,7 +418,8 @@ def libdefaults(lib_dir, app_dir):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"manifest": manifest, "compose": compose, "config": config, "libdefaults": libdefaults}[cmd](*args)
+    {"manifest": manifest, "compose": compose, "config": config, "libdefaults": libdefaults,
+     "example": example, "exvalues": exvalues}[cmd](*args)
     for e in errors:
         print(f"  FAIL {e}")
     sys.exit(1 if errors else 0)
@@ -314,7 +442,7 @@ validate() { # validate FILE LABEL: kubernetes-validate --strict for each versio
 step "library chart $LIB_CHART"
 # A `file://` dependency: packaged from the working tree on every run, so what is checked below is
 # the library as it is now (Chart.lock pins only name and version).
-for chart in "$CHART"; do
+for chart in "$CHART" "$EXAMPLE_CHART"; do
   if out=$("$HELM" dependency build "$chart" 2>&1); then
     ok "$chart: helm dependency build (vendors $LIB_CHART)"
   else
@@ -544,7 +672,99 @@ for mode in "${EXAMPLE_MODES[@]}"; do
 done
 validate deploy/etcd.yaml deploy/etcd.yaml
 
-# === 6: docker-compose.yml ===
+# === 6: the example application chart (examples/my-app) ===
+# Each case: name | sidecar variant | lockkeeper values (--set keys relative to the lockkeeper
+# block). The example gets them under `lockkeeper.`, charts/lockkeeper gets the example's
+# lockkeeper block as a values file plus the same keys at the top level; the two renders are then
+# compared.
+"$PY" "$WORK/check.py" exvalues "$EXAMPLE_CHART/values.yaml" "$WORK/example-lockkeeper.yaml"
+EX_CASES=(
+  "readinessProbe|true|gating.mode=readinessProbe"
+  "readinessGate|true|gating.mode=readinessGate"
+  "label|true|gating.mode=label"
+  "readinessProbe-plain|false|gating.mode=readinessProbe sidecar.native=false"
+  "readinessGate-plain|false|gating.mode=readinessGate sidecar.native=false"
+  "label-plain|false|gating.mode=label sidecar.native=false"
+  "readinessProbe-integration-off|true|gating.mode=readinessProbe kubernetes.integration=off"
+  "readinessGate-no-events|true|gating.mode=readinessGate kubernetes.events=false"
+  "label-tls-auth|true|gating.mode=label etcd.tls.enabled=true etcd.tls.secretName=etcd-tls etcd.auth.enabled=true etcd.auth.username=app etcd.auth.secretName=etcd-auth sidecar.extraArgs[0]=--audit-log"
+)
+for entry in "${EX_CASES[@]}"; do
+  IFS='|' read -r name native sets <<<"$entry"
+  mode=${sets%% *}
+  mode=${mode#gating.mode=}
+  step "example chart: $name"
+  ex_argv=()
+  app_argv=(-f "$WORK/example-lockkeeper.yaml")
+  read -r -a kvs <<<"$sets"
+  for kv in "${kvs[@]}"; do
+    ex_argv+=(--set "lockkeeper.$kv")
+    app_argv+=(--set "$kv")
+  done
+  if out=$("$HELM" lint --strict "$EXAMPLE_CHART" "${ex_argv[@]}" 2>&1); then
+    ok "example $name: helm lint --strict"
+  else
+    bad "example $name: helm lint --strict"
+    printf '%s\n' "$out" | sed 's/^/       /'
+  fi
+  ex_out="$WORK/example-chart-$name.yaml"
+  app_out="$WORK/example-chart-$name.app.yaml"
+  if ! "$HELM" template demo "$EXAMPLE_CHART" --namespace demo "${ex_argv[@]}" >"$ex_out" 2>"$WORK/err"; then
+    bad "example $name: helm template"
+    sed 's/^/       /' "$WORK/err"
+    continue
+  fi
+  ok "example $name: helm template ($(grep -c '^kind:' "$ex_out") objects)"
+  if ! "$HELM" template demo "$CHART" --namespace demo "${app_argv[@]}" >"$app_out" 2>"$WORK/err"; then
+    bad "example $name: helm template $CHART with the same lockkeeper values"
+    sed 's/^/       /' "$WORK/err"
+    continue
+  fi
+  if "$PY" "$WORK/check.py" example "$ex_out" "$app_out" "$mode" "$native"; then
+    ok "example $name: sidecar, gating wiring and RBAC equal $CHART's"
+  else
+    bad "example $name: sidecar, gating wiring and RBAC equal $CHART's"
+  fi
+  validate "$ex_out" "example $name"
+done
+
+step "example chart: what lockkeeper-lib refuses"
+EX_REJECT=(
+  "--set lockkeeper.gating.mode=bogus|gating.mode must be readinessProbe, readinessGate or label"
+  "--set lockkeeper.gating.mode=label --set lockkeeper.kubernetes.integration=off|needs the Kubernetes integration"
+  "--set strategy.rollingUpdate.maxUnavailable=1|deadlocks"
+  "--set lockkeeper.etcd.tls.enabled=true|etcd.tls.secretName"
+  "--set lockkeeper.etcd.auth.enabled=true|etcd.auth.username"
+  "--kube-version 1.28.0|native sidecars"
+  "--set lockkeeper=oops|must be a map"
+)
+for entry in "${EX_REJECT[@]}"; do
+  IFS='|' read -r args expect <<<"$entry"
+  read -r -a argv <<<"$args"
+  if out=$("$HELM" template demo "$EXAMPLE_CHART" "${argv[@]}" 2>&1 >/dev/null); then
+    bad "example: helm template $args: accepted, must fail"
+  elif grep -qF -- "$expect" <<<"$out"; then
+    ok "example: helm template $args: rejected ($expect)"
+  else
+    bad "example: helm template $args: failed, but without mentioning '$expect'"
+    printf '%s\n' "$out" | sed 's/^/       /'
+  fi
+done
+if "$HELM" template demo "$EXAMPLE_CHART" --set lockkeeper.sidecar.native=false --kube-version 1.28.0 >/dev/null 2>&1; then
+  ok "example: a plain sidecar renders for Kubernetes 1.28"
+else
+  bad "example: a plain sidecar must render for Kubernetes 1.28"
+fi
+# Without any lockkeeper values the library's defaults apply (the lock is named after the objects).
+if out=$("$HELM" template demo "$EXAMPLE_CHART" --set lockkeeper=null 2>&1) &&
+  grep -q 'name: demo-my-app-lockkeeper$' <<<"$out"; then
+  ok "example: renders with no lockkeeper values at all (library defaults)"
+else
+  bad "example: must render with no lockkeeper values (library defaults)"
+  printf '%s\n' "$out" | tail -n 5 | sed 's/^/       /'
+fi
+
+# === 7: docker-compose.yml ===
 step "docker-compose.yml"
 if "$PY" "$WORK/check.py" compose docker-compose.yml "$COMPOSE_SCHEMA"; then
   ok "docker-compose.yml: Compose schema and structure (3 etcd, sidecars, one gated app each)"
