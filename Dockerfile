@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
 #
-# lockkeeper's container images, from one multi-stage file:
+# lockkeeper's container image:
 #
-#   docker build -t lockkeeper:0.1.0 .                          # the sidecar (default target)
-#   docker build --target etcd -t lockkeeper-etcd:3.4 .         # etcd for deploy/ and compose
+#   docker build -t lockkeeper:0.1.0 .
+#
+# (etcd for deploy/etcd.yaml and docker-compose.yml is etcd's official image, not built here.)
 #
 # The sidecar image is a static (musl) binary on an empty base: no shell, no package manager, no
 # libc, running as an unprivileged numeric user. Works with a read-only root filesystem.
@@ -38,20 +39,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin lockkeeper --target "$(cat /rust-target)" \
  && cp "target/$(cat /rust-target)/release/lockkeeper" /lockkeeper
 
-# === etcd (for trying lockkeeper out: deploy/etcd.yaml, docker-compose.yml) ===
-FROM debian:${DEBIAN_RELEASE}-slim AS etcd
-RUN apt-get update \
- && apt-get install -y --no-install-recommends etcd-server etcd-client \
- && rm -rf /var/lib/apt/lists/* \
- && mkdir -p /var/lib/etcd \
- && chown 65532:65532 /var/lib/etcd \
- && chmod 0700 /var/lib/etcd
-USER 65532:65532
-EXPOSE 2379 2380
-VOLUME ["/var/lib/etcd"]
-ENTRYPOINT ["/usr/bin/etcd"]
-
-# === the sidecar (default target) ===
+# === the sidecar ===
 FROM scratch AS lockkeeper
 COPY --from=builder /lockkeeper /lockkeeper
 # Numeric, so Kubernetes can verify runAsNonRoot without an /etc/passwd.

@@ -20,7 +20,9 @@
 #     and combinations the templates must refuse (a rollout strategy that would deadlock, a
 #     label/readinessGate mode without the Kubernetes integration, ...);
 #  5. the rendered examples committed under deploy/example/ match `helm template` (drift fails;
-#     `scripts/check-chart.sh --update` rewrites them), and deploy/etcd.yaml validates;
+#     `scripts/check-chart.sh --update` rewrites them), and deploy/etcd.yaml validates and runs
+#     etcd's official 3.5 image (pinned, the same tag as the Compose file) with the binary named
+#     in `command` (the image has no ENTRYPOINT and no shell) and no exec probes;
 #  6. the example application chart examples/my-app, which adds the sidecar to its own Deployment
 #     with lockkeeper-lib's named templates: `helm lint --strict`, `helm template` and
 #     kubernetes-validate (same versions) per gating mode and sidecar variant, and what it renders
@@ -28,8 +30,10 @@
 #     service account and token), the gating wiring (probe, readiness gate, Service selector,
 #     strategy) and the RBAC (ServiceAccount, Role rules, RoleBinding) must equal what
 #     charts/lockkeeper renders for the same lockkeeper values; the library's own refusals too;
-#  7. docker-compose.yml against the Compose JSON schema plus structural assertions
-#     (`docker compose config` as well, where a Compose plugin is installed).
+#  7. docker-compose.yml against the Compose JSON schema plus structural assertions (3 etcd
+#     members of etcd's official image with an explicit entrypoint and an exec-form healthcheck
+#     that runs etcdctl directly, the sidecars, one gated app each); `docker compose config` as
+#     well, where a Compose plugin is installed. No image is pulled or built here.
 #
 # Tools come from scripts/install-helm.sh (repo-local, under .tools/). Exit 0 only if all pass.
 set -euo pipefail
@@ -65,11 +69,16 @@ step() { printf '\n==> %s\n' "$*"; }
 # The structural checks, in Python (PyYAML from the venv).
 cat >"$WORK/check.py" <<'PYTHON'
 import json
+import re
 import sys
 
 import yaml
 
 CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+# etcd's official images (a 3.5 release, pinned by tag). They are distroless: these binaries and
+# no shell, and no ENTRYPOINT (CMD is /usr/local/bin/etcd).
+ETCD_IMAGE = r"(gcr\.io/etcd-development/etcd|quay\.io/coreos/etcd):v3\.5\.[0-9]+"
+ETCD_BINARIES = {"/usr/local/bin/etcd", "/usr/local/bin/etcdctl", "/usr/local/bin/etcdutl"}
 errors = []
 
 
@@ -232,8 +241,19 @@ def compose(path, schema_path):
         check(env["ETCD_NAME"] == n, f"{n}: member name")
         check(env["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == f"http://{n}:2380", f"{n}: peer URL")
         check(env["ETCD_ADVERTISE_CLIENT_URLS"] == f"http://{n}:2379", f"{n}: client URL")
-        check(s.get("build", {}).get("target") == "etcd", f"{n}: built from the Dockerfile's etcd stage")
+        check(re.fullmatch(ETCD_IMAGE, s.get("image", "")) is not None,
+              f"{n}: etcd's official 3.5 image pinned by tag, got {s.get('image')}")
+        check("build" not in s, f"{n}: pulled, not built")
+        check(s.get("entrypoint") == ["/usr/local/bin/etcd"], f"{n}: entrypoint /usr/local/bin/etcd, given explicitly")
+        check("command" not in s, f"{n}: configured by ETCD_* variables, no command")
+        test = s.get("healthcheck", {}).get("test", [])
+        check(isinstance(test, list) and test[:1] == ["CMD"] and len(test) > 1 and test[1] in ETCD_BINARIES,
+              f"{n}: exec-form healthcheck running a binary of the image (no CMD-SHELL: no shell there), got {test}")
+        check("endpoint" in test and "health" in test, f"{n}: healthcheck is etcdctl endpoint health")
+        check(s.get("read_only") is True and s.get("cap_drop") == ["ALL"], f"{n}: hardened")
+        check(env["ETCD_DATA_DIR"].startswith("/var/lib/etcd/"), f"{n}: data dir on the volume")
         check(any(v.split(":")[1] == "/var/lib/etcd" for v in s.get("volumes", [])), f"{n}: data volume")
+    check(len({s.get("image") for s in etcd.values()}) == 1, "one etcd image for all members")
     locks = set()
     host_ports = []
     for n, s in keepers.items():
@@ -259,6 +279,25 @@ def compose(path, schema_path):
         check("127.0.0.1:8475/readyz" in script, f"{n}: works only while /readyz says held")
     check(sidecar_of == set(keepers), "every sidecar has its app")
     check(set(data.get("volumes", {})) >= {n for n in etcd}, "named volumes for etcd")
+
+
+def etcdmanifest(path, compose_path):
+    """deploy/etcd.yaml runs the same official etcd image as the Compose file, without a shell."""
+    (sts,) = [d for d in docs(path) if d["kind"] == "StatefulSet"]
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    compose_images = {s.get("image") for n, s in yaml.safe_load(open(compose_path))["services"].items()
+                      if n.startswith("etcd-")}
+    check(re.fullmatch(ETCD_IMAGE, c["image"]) is not None, f"etcd's official 3.5 image pinned by tag, got {c['image']}")
+    check(compose_images == {c["image"]}, f"the same image as docker-compose.yml: {c['image']} vs {compose_images}")
+    check(c.get("command") == ["/usr/local/bin/etcd"], "command is /usr/local/bin/etcd (the image has no ENTRYPOINT)")
+    check(all(a.startswith("--") for a in c.get("args", [])), "args are etcd flags only")
+    check(any(a.startswith("--data-dir=/var/lib/etcd/") for a in c["args"]), "data dir on the volume")
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        check("exec" not in c.get(probe, {}), f"{probe}: no exec probe (no shell in the image)")
+    pod = sts["spec"]["template"]["spec"]
+    check(pod["securityContext"].get("runAsNonRoot") is True and pod["securityContext"].get("fsGroup"),
+          "non-root, with an fsGroup so the volume is writable")
+    check(c["securityContext"].get("readOnlyRootFilesystem") is True, "read-only root filesystem")
 
 
 def config(path, out, root):
@@ -389,8 +428,6 @@ def exvalues(path, out):
 
 def libdefaults(lib_dir, app_dir):
     """The library's defaults and appVersion are the application chart's values and appVersion."""
-    import re
-
     text = open(f"{lib_dir}/templates/_defaults.tpl").read()
     m = re.search(r'\{\{- define "lockkeeper-lib.defaults" -\}\}\n(.*?)\{\{- end \}\}', text, re.S)
     check(m is not None, "lockkeeper-lib.defaults found in _defaults.tpl")
@@ -419,7 +456,8 @@ def libdefaults(lib_dir, app_dir):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"manifest": manifest, "compose": compose, "config": config, "libdefaults": libdefaults,
-     "example": example, "exvalues": exvalues}[cmd](*args)
+     "example": example, "exvalues": exvalues,
+     "etcdmanifest": etcdmanifest}[cmd](*args)
     for e in errors:
         print(f"  FAIL {e}")
     sys.exit(1 if errors else 0)
@@ -671,6 +709,11 @@ for mode in "${EXAMPLE_MODES[@]}"; do
   validate "$target" "$target"
 done
 validate deploy/etcd.yaml deploy/etcd.yaml
+if "$PY" "$WORK/check.py" etcdmanifest deploy/etcd.yaml docker-compose.yml; then
+  ok "deploy/etcd.yaml: etcd's official image, the Compose file's tag, explicit command, no exec probes"
+else
+  bad "deploy/etcd.yaml: etcd's official image, explicit command, no exec probes"
+fi
 
 # === 6: the example application chart (examples/my-app) ===
 # Each case: name | sidecar variant | lockkeeper values (--set keys relative to the lockkeeper
@@ -767,7 +810,7 @@ fi
 # === 7: docker-compose.yml ===
 step "docker-compose.yml"
 if "$PY" "$WORK/check.py" compose docker-compose.yml "$COMPOSE_SCHEMA"; then
-  ok "docker-compose.yml: Compose schema and structure (3 etcd, sidecars, one gated app each)"
+  ok "docker-compose.yml: Compose schema and structure (3 official etcd, sidecars, one gated app each)"
 else
   bad "docker-compose.yml: Compose schema and structure"
 fi
