@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command (CI runs it through .ci/run): install missing tools, then
 # format check, lints, the API docs, the library's package, every test target of the workspace
-# (the agent, crates/lockkeeper, crates/testkit) and the doc tests, then the library, safety and
+# (the agent, crates/lockkeeper, crates/testkit; the agent's end-to-end Kubernetes tests against a
+# real kube-apiserver among them) and the doc tests, then the library, safety and
 # auth suites again against upstream etcd 3.5.1. Fails on the first failing step.
 #
 # The tests take etcd and etcdctl from $LOCKKEEPER_ETCD_BIN and $LOCKKEEPER_ETCDCTL_BIN, else
@@ -24,6 +25,14 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "install dependencies"
 bash scripts/install-deps.sh
+
+# The end-to-end Kubernetes tests (tests/kube_apiserver.rs) run a real kube-apiserver and kubectl,
+# built or unpacked under .tools/ (a warm machine skips the build), and render the chart with helm.
+step "kube-apiserver and kubectl $(sed -n 's/^VERSION=//p' scripts/install-kube-apiserver.sh), helm"
+KUBE_BIN=$(bash scripts/install-kube-apiserver.sh | tail -n 1)
+export LOCKKEEPER_KUBE_APISERVER_BIN=$KUBE_BIN/kube-apiserver LOCKKEEPER_KUBECTL_BIN=$KUBE_BIN/kubectl
+LOCKKEEPER_HELM_BIN=$(bash scripts/install-helm.sh | tail -n 1)
+export LOCKKEEPER_HELM_BIN
 
 step "cargo fmt --check"
 cargo fmt --check

@@ -1,4 +1,5 @@
-//! Shared helpers for integration tests: a real etcd cluster per test, and small utilities.
+//! Shared helpers for integration tests: a real etcd cluster per test, a real Kubernetes API
+//! server for the end-to-end tests, and small utilities.
 //!
 //! A dev-dependency of the library (crates/lockkeeper) and of the agent (the root package):
 //! their tests use it as `testkit::...`. Not every test binary uses every helper, hence the
@@ -10,6 +11,7 @@ mod etcd;
 pub mod exec;
 pub mod fault;
 mod http;
+pub mod kube;
 mod process;
 mod sidecar;
 mod tls;
