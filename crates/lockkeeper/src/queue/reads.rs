@@ -139,10 +139,9 @@ pub async fn predecessor(etcd: &Etcd, me: &Contender) -> Result<Option<Predecess
     Ok(queue_read(etcd, me, false, "predecessor").await?.0)
 }
 
-/// The release record as read: the create_revision it names and when it was written.
+/// The release record as read: when it was last written.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Record {
-    pub(super) value: i64,
     pub(super) mod_revision: i64,
 }
 
@@ -189,11 +188,8 @@ pub(super) async fn queue_read(
         _ => Vec::new(),
     });
     let ahead = gets.next().unwrap_or_default();
-    let record = gets.next().unwrap_or_default().first().and_then(|kv| {
-        Some(Record {
-            value: std::str::from_utf8(kv.value()).ok()?.trim().parse().ok()?,
-            mod_revision: kv.mod_revision(),
-        })
+    let record = gets.next().unwrap_or_default().first().map(|kv| Record {
+        mod_revision: kv.mod_revision(),
     });
     let ahead = ahead.first().map(|kv| Predecessor {
         key: String::from_utf8_lossy(kv.key()).into_owned(),
@@ -201,6 +197,73 @@ pub(super) async fn queue_read(
         read_at,
     });
     Ok((ahead, record))
+}
+
+/// After the deletion of `pred`, the newest key that was ahead of ours: who is ahead of us now
+/// and whether `pred` released cleanly, in one linearizable transaction that also checks our
+/// own key; fails with [`Error::KeyLost`] if our key is gone.
+///
+/// The common case costs etcd two point reads: a release record naming `pred`'s create_revision
+/// means `pred` released while it held the lock, so it was first in line; and as the newest key
+/// ahead of ours (every key created later is behind ours) it leaves nobody ahead of us. Only
+/// otherwise (a crashed, cut-off or timed-out predecessor, or one that released without a
+/// record) does etcd range over the queue: the create-revision filter and the sort make it read
+/// every key under the prefix, which costs milliseconds with a thousand waiters.
+pub(super) async fn after_deletion(
+    etcd: &Etcd,
+    me: &Contender,
+    pred: &Predecessor,
+) -> Result<(Option<Predecessor>, bool)> {
+    let ours = Compare::create_revision(me.key.clone(), CompareOp::Equal, me.revision);
+    let released = Compare::value(me.record_key(), CompareOp::Equal, pred.revision.to_string());
+    let txn = Txn::new().when([ours, released]).or_else([
+        TxnOp::get(me.key.clone(), Some(GetOptions::new().with_keys_only())),
+        TxnOp::get(
+            me.lock_prefix.clone(),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_max_create_revision(me.revision - 1)
+                    .with_sort(SortTarget::Create, SortOrder::Descend)
+                    .with_limit(1),
+            ),
+        ),
+        TxnOp::get(me.record_key(), None),
+    ]);
+    let resp = etcd
+        .call("hand_off_read", |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await?;
+    if resp.succeeded() {
+        return Ok((None, true));
+    }
+    let read_at = resp.header().map(|h| h.revision()).unwrap_or_default();
+    let mut gets = resp.op_responses().into_iter().map(|op| match op {
+        TxnOpResponse::Get(mut g) => g.take_kvs(),
+        _ => Vec::new(),
+    });
+    let mine = gets.next().unwrap_or_default();
+    if !mine.iter().any(|kv| kv.create_revision() == me.revision) {
+        return Err(Error::KeyLost(me.key.clone()));
+    }
+    let ahead = gets
+        .next()
+        .unwrap_or_default()
+        .first()
+        .map(|kv| Predecessor {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            revision: kv.create_revision(),
+            read_at,
+        });
+    let clean = gets.next().unwrap_or_default().first().is_some_and(|kv| {
+        std::str::from_utf8(kv.value())
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            == Some(pred.revision)
+    });
+    Ok((ahead, clean))
 }
 
 /// How many contenders are ahead of us (0 = we hold the lock) and who holds it.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::history::vanished_since_release;
-use super::reads::{predecessor, queue_read, wait_for_deletion, Record};
+use super::reads::{after_deletion, predecessor, queue_read, wait_for_deletion, Record};
 use crate::audit;
 use crate::etcd::Etcd;
 use crate::{Contender, Error, Predecessor, Result};
@@ -92,38 +92,58 @@ where
             Err(Error::Timeout(..)) => return Err(timed_out()),
             Err(e) => return Err(e),
         }
-        let (ahead, record) = hand_off_read(etcd, me).await?;
+        let (ahead, clean) = read_after_deletion(etcd, me, &pred).await?;
         next = ahead;
-        if next.is_none() && !lock_delay.is_zero() && record.map(|r| r.value) != Some(pred.revision)
-        {
+        if next.is_none() && !lock_delay.is_zero() && !clean {
             unclean = Some(pred.key);
         }
     }
 }
 
-/// After our predecessor's deletion: who is ahead of us now, and the release record's
-/// create_revision, in one linearizable transaction that also checks our own key.
+/// After our predecessor's deletion: who is ahead of us now, and whether it released cleanly
+/// (see [`after_deletion`]). Where our role may not read the release record, the queue alone is
+/// read and the hand-over counts as unclean (so a lock-delay applies).
 ///
 /// Not a serializable read at the deletion's revision R, tempting as that is (an MVCC snapshot
 /// never changes, and no key ahead of us can appear after R): R can lie far in the past when
 /// the event arrives — a slow link, a watch replaying history after a reconnect — and our own
 /// key may have been deleted since (an expired or early-revoked lease). At R it still exists,
-/// so the waiter would hold a key that is gone. Where our role may not read the record, it reads
-/// as absent (so a lock-delay applies).
+/// so the waiter would hold a key that is gone.
+async fn read_after_deletion(
+    etcd: &Etcd,
+    me: &Contender,
+    pred: &Predecessor,
+) -> Result<(Option<Predecessor>, bool)> {
+    match after_deletion(etcd, me, pred).await {
+        Err(e) if crate::etcd::is_permission_denied(&e) => {
+            warn_record_unreadable(me);
+            Ok((queue_read(etcd, me, false, "hand_off_read").await?.0, false))
+        }
+        other => other,
+    }
+}
+
+fn warn_record_unreadable(me: &Contender) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            key = %me.record_key(),
+            "cannot read the release record (permission denied): every hand-over \
+             waits out the lock-delay"
+        )
+    });
+}
+
+/// Before waiting: who is ahead of us, and the release record's mod_revision, in one
+/// linearizable transaction that also checks our own key. Where our role may not read the
+/// record, it reads as absent (so a lock-delay applies).
 async fn hand_off_read(
     etcd: &Etcd,
     me: &Contender,
 ) -> Result<(Option<Predecessor>, Option<Record>)> {
     match queue_read(etcd, me, true, "hand_off_read").await {
         Err(e) if crate::etcd::is_permission_denied(&e) => {
-            static ONCE: std::sync::Once = std::sync::Once::new();
-            ONCE.call_once(|| {
-                tracing::warn!(
-                    key = %me.record_key(),
-                    "cannot read the release record (permission denied): every hand-over \
-                     waits out the lock-delay"
-                )
-            });
+            warn_record_unreadable(me);
             queue_read(etcd, me, false, "hand_off_read").await
         }
         other => other,
