@@ -26,13 +26,32 @@ step() { printf '\n==> %s\n' "$*"; }
 step "install dependencies"
 bash scripts/install-deps.sh
 
-# The end-to-end Kubernetes tests (tests/kube_apiserver.rs) run a real kube-apiserver and kubectl,
-# built or unpacked under .tools/ (a warm machine skips the build), and render the chart with helm.
-step "kube-apiserver and kubectl $(sed -n 's/^VERSION=//p' scripts/install-kube-apiserver.sh), helm"
-KUBE_BIN=$(bash scripts/install-kube-apiserver.sh | tail -n 1)
-export LOCKKEEPER_KUBE_APISERVER_BIN=$KUBE_BIN/kube-apiserver LOCKKEEPER_KUBECTL_BIN=$KUBE_BIN/kubectl
+# The end-to-end Kubernetes tests (tests/kube_apiserver.rs) render the chart with helm and run a
+# real kube-apiserver and kubectl, built or unpacked under .tools/ (a warm machine skips the
+# build). The build runs in the background while the lints compile; the tests wait for it, and a
+# failed build fails the run.
+step "helm"
 LOCKKEEPER_HELM_BIN=$(bash scripts/install-helm.sh | tail -n 1)
 export LOCKKEEPER_HELM_BIN
+KUBE_VERSION=$(sed -n 's/^VERSION=//p' scripts/install-kube-apiserver.sh)
+mkdir -p .tools
+KUBE_LOG=.tools/install-kube-apiserver.log
+step "kube-apiserver and kubectl $KUBE_VERSION (in the background; log: $KUBE_LOG)"
+bash scripts/install-kube-apiserver.sh >"$KUBE_LOG" 2>&1 &
+KUBE_PID=$!
+wait_for_kube() {
+  local rc=0
+  wait "$KUBE_PID" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    cat "$KUBE_LOG"
+    echo "kube-apiserver $KUBE_VERSION could not be installed (exit $rc)" >&2
+    exit 1
+  fi
+  local bin
+  bin=$(tail -n 1 "$KUBE_LOG")
+  export LOCKKEEPER_KUBE_APISERVER_BIN=$bin/kube-apiserver LOCKKEEPER_KUBECTL_BIN=$bin/kubectl
+  grep -E '^install-kube-apiserver: (built|present|done)' "$KUBE_LOG" || true
+}
 
 step "cargo fmt --check"
 cargo fmt --check
@@ -53,6 +72,9 @@ etcd_version() {
   printf '%s: ' "$bin"
   "$bin" --version | sed -n 1p
 }
+
+step "waiting for kube-apiserver $KUBE_VERSION"
+wait_for_kube
 
 step "cargo test --workspace --all-targets (etcd: $(etcd_version))"
 cargo test --workspace --all-targets
