@@ -59,12 +59,18 @@ impl Mode {
 /// `helm template` of the application chart into `namespace` for `mode`, with `sets`; every
 /// rendered object.
 fn render_chart(namespace: &str, mode: Mode, sets: &[&str]) -> Vec<Value> {
-    let chart = testkit::repo_root().join("charts/lockkeeper");
+    render("charts/lockkeeper", "gating.mode", namespace, mode, sets)
+}
+
+/// `helm template` of the chart at `path` (from the repository's top), the gating mode set at
+/// `mode_key`.
+fn render(path: &str, mode_key: &str, namespace: &str, mode: Mode, sets: &[&str]) -> Vec<Value> {
+    let chart = testkit::repo_root().join(path);
     build_chart_dependencies(&chart);
     let mut cmd = Command::new(helm_bin());
     cmd.args(["template", "lk", chart.to_str().unwrap()])
         .args(["--namespace", namespace])
-        .args(["--set", &format!("gating.mode={}", mode.value())]);
+        .args(["--set", &format!("{mode_key}={}", mode.value())]);
     for set in sets {
         cmd.args(["--set", set]);
     }
@@ -85,24 +91,27 @@ fn render_chart(namespace: &str, mode: Mode, sets: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-/// `helm dependency build` once per test run, when the chart has dependencies.
+/// `helm dependency build` once per chart and test run, when the chart has dependencies.
 fn build_chart_dependencies(chart: &Path) {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let manifest = std::fs::read_to_string(chart.join("Chart.yaml")).expect("Chart.yaml");
-        if !manifest.contains("dependencies:") {
-            return;
-        }
-        let out = Command::new(helm_bin())
-            .args(["dependency", "build", chart.to_str().unwrap()])
-            .output()
-            .expect("run helm");
-        assert!(
-            out.status.success(),
-            "helm dependency build failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    static BUILT: OnceLock<std::sync::Mutex<Vec<std::path::PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if built.iter().any(|c| c == chart) {
+        return;
+    }
+    built.push(chart.to_owned());
+    let manifest = std::fs::read_to_string(chart.join("Chart.yaml")).expect("Chart.yaml");
+    if !manifest.contains("dependencies:") {
+        return;
+    }
+    let out = Command::new(helm_bin())
+        .args(["dependency", "build", chart.to_str().unwrap()])
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm dependency build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn objects_of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -925,6 +934,36 @@ fn every_rendered_chart_object_passes_server_side_dry_run() {
     .map(str::to_owned)
     .collect();
     assert_eq!(skipped, expected);
+
+    // The example application chart, which adds the sidecar through the library chart.
+    for mode in [Mode::ReadinessGate, Mode::Label] {
+        let objects = render(
+            "examples/my-app",
+            "lockkeeper.gating.mode",
+            ns,
+            mode,
+            &["lockkeeper.sidecar.native=false"],
+        );
+        for kind in [
+            "Deployment",
+            "Role",
+            "RoleBinding",
+            "ServiceAccount",
+            "ConfigMap",
+        ] {
+            one_of_kind(&objects, kind);
+        }
+        let list = json!({ "apiVersion": "v1", "kind": "List", "items": objects });
+        let out = api.kubectl_stdin(
+            &["-n", ns, "apply", "--dry-run=server", "-f", "-"],
+            &list.to_string(),
+        );
+        assert!(
+            out.status.success(),
+            "examples/my-app {mode:?}: the server refused:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     // The native sidecar needs Kubernetes >= 1.29: an older server's schema has no
     // `restartPolicy` on a container, and validation says so (without it, the server would drop
