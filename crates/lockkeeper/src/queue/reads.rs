@@ -145,15 +145,9 @@ pub(super) struct Record {
     pub(super) mod_revision: i64,
 }
 
-/// Reads who is ahead of us and (optionally) the release record, linearizably, if our key is
-/// still ours; fails with [`Error::KeyLost`] if it is not.
-pub(super) async fn queue_read(
-    etcd: &Etcd,
-    me: &Contender,
-    with_record: bool,
-    op: &'static str,
-) -> Result<(Option<Predecessor>, Option<Record>)> {
-    let mut ops = vec![TxnOp::get(
+/// The read of the newest key ahead of ours (our predecessor), if any.
+fn newest_ahead(me: &Contender) -> TxnOp {
+    TxnOp::get(
         me.lock_prefix.clone(),
         Some(
             GetOptions::new()
@@ -162,7 +156,18 @@ pub(super) async fn queue_read(
                 .with_sort(SortTarget::Create, SortOrder::Descend)
                 .with_limit(1),
         ),
-    )];
+    )
+}
+
+/// Reads who is ahead of us and (optionally) the release record, linearizably, if our key is
+/// still ours; fails with [`Error::KeyLost`] if it is not.
+pub(super) async fn queue_read(
+    etcd: &Etcd,
+    me: &Contender,
+    with_record: bool,
+    op: &'static str,
+) -> Result<(Option<Predecessor>, Option<Record>)> {
+    let mut ops = vec![newest_ahead(me)];
     if with_record {
         ops.push(TxnOp::get(me.record_key(), None));
     }
@@ -218,16 +223,7 @@ pub(super) async fn after_deletion(
     let released = Compare::value(me.record_key(), CompareOp::Equal, pred.revision.to_string());
     let txn = Txn::new().when([ours, released]).or_else([
         TxnOp::get(me.key.clone(), Some(GetOptions::new().with_keys_only())),
-        TxnOp::get(
-            me.lock_prefix.clone(),
-            Some(
-                GetOptions::new()
-                    .with_prefix()
-                    .with_max_create_revision(me.revision - 1)
-                    .with_sort(SortTarget::Create, SortOrder::Descend)
-                    .with_limit(1),
-            ),
-        ),
+        newest_ahead(me),
         TxnOp::get(me.record_key(), None),
     ]);
     let resp = etcd
